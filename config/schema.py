@@ -1,0 +1,180 @@
+"""The settings schema: every key of default.toml with its type, default, unit, allowed range and help.
+
+Each section of default.toml is one frozen dataclass below, and each key is
+one field declared with `setting(...)`. The loader checks every value of
+every layer (default.toml, the `--config` file, CLI flags) against these
+declarations. `[plugins.<name>]` tables are checked separately, through
+the parameters (`Param`) that each plugin declares.
+"""
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from sideman.errors import SettingsError
+from sideman.params import Param
+
+# Seeds are non-negative because numpy's SeedSequence rejects negative seeds.
+MAX_SEED = 2**32 - 1
+MIDI_BACKENDS = ("auto", "alsa", "jack", "coremidi", "winmm")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The declaration of one setting: key, type, default, unit, allowed range or choices, and help."""
+
+    key: str
+    type: Any  # int, float, str, bool, or tuple[str, ...] for a list of names
+    default: Any
+    help: str
+    unit: str = ""
+    low: float | None = None
+    high: float | None = None
+    choices: tuple | None = None
+
+    @property
+    def is_name_list(self) -> bool:
+        return typing.get_origin(self.type) is tuple
+
+    def describe_range(self) -> str:
+        if self.is_name_list:
+            return "a list of names"
+        return self._as_param().describe_range()
+
+    def describe_default(self) -> str:
+        if self.is_name_list:
+            return " ".join(self.default)
+        if isinstance(self.default, bool):
+            return "true" if self.default else "false"
+        if self.default == "":
+            return "none"
+        return f"{self.default} {self.unit}".strip()
+
+    def convert(self, value: Any, section: str) -> Any:
+        """Return `value` as this setting's type, or raise SettingsError naming `section.key` and the allowed range."""
+        if self.is_name_list:
+            return _convert_name_list(value, f"{section}.{self.key}")
+
+        # String choices (backend, log level) are matched case-insensitively and stored lower-case.
+        if self.choices is not None and isinstance(value, str):
+            value = value.lower()
+        return self._as_param().convert(value, section)
+
+    def _as_param(self) -> Param:
+        return Param(self.key, self.type, self.default, self.help, self.low, self.high, self.choices)
+
+
+def setting(default: Any, help: str, *, unit: str = "", low: float | None = None, high: float | None = None, choices: tuple | None = None) -> Any:
+    """Declare one setting as a dataclass field; `spec_of` turns it back into a Spec."""
+    metadata = {"help": help, "unit": unit, "low": low, "high": high, "choices": choices}
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """[run]: what `sideman run` and `sideman generate` play."""
+
+    tempo: float = setting(120.0, "tempo", unit="BPM", low=20, high=400)
+    seed: int = setting(0, "seed of the sampler's random generator: the same seed and settings give the same notes", low=0, high=MAX_SEED)
+    sampler: tuple[str, ...] = setting(("temperature",), 'sampler chain by plugin name, filters first and one chooser last, e.g. "top_p temperature"')
+    gate: float = setting(0.9, "share of each note's duration that sounds before its note_off", low=0.05, high=1.0)
+    velocity: int = setting(90, "MIDI velocity of every note", low=1, high=127)
+    channel: int = setting(1, "MIDI channel of the output", low=1, high=16)
+    autoplay: bool = setting(True, "start playing as soon as the daemon starts (false: wait for /sideman/start)")
+    model: str = setting("builtin", 'model bundle: "builtin" or the path of a .sideman file')
+
+
+@dataclass(frozen=True)
+class MidiSettings:
+    """[midi]: the MIDI system and the output port."""
+
+    backend: str = setting("auto", "MIDI API; auto probes ALSA, then JACK, then the platform's own", choices=MIDI_BACKENDS)
+    out: str = setting("", "existing output port to connect to, by full name or a unique part of it; none opens the virtual port sideman:out")
+
+
+@dataclass(frozen=True)
+class OscSettings:
+    """[osc]: where the OSC server listens."""
+
+    host: str = setting("127.0.0.1", "address the OSC server binds to")
+    port: int = setting(9000, "UDP port of the OSC server; 0 lets the system pick a free port", low=0, high=65535)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """[train]: model size, optimizer, early stopping and the encoding of a training run."""
+
+    n_a: int = setting(64, "LSTM state size (units of the shared LSTM cell)", low=1, high=1024)
+    tx: int = setting(30, "length of a training sequence", unit="tokens", low=2, high=1000)
+    max_epochs: int = setting(200, "maximum number of training epochs; early stopping normally ends training sooner", low=1, high=100000)
+    batch_size: int = setting(64, "sequences per training batch", low=1, high=65536)
+    learning_rate: float = setting(0.005, "learning rate of the Adam optimizer", low=1e-6, high=1.0)
+    patience: int = setting(4, "epochs without a better validation loss before training stops", low=1, high=1000)
+    validation_share: float = setting(0.1, "share of the corpus's pieces held out for validation", low=0.0, high=0.5)
+    seed: int = setting(0, "seed of the weight initialization, the validation split and the batch order", low=0, high=MAX_SEED)
+    max_vocab: int = setting(768, "maximum vocabulary size; rarer tokens map to the nearest kept token", unit="tokens", low=2, high=10000)
+    transpose_low: int = setting(-5, "lowest transposition used for augmentation", unit="semitones", low=-12, high=0)
+    transpose_high: int = setting(6, "highest transposition used for augmentation", unit="semitones", low=0, high=12)
+    rest_threshold: float = setting(0.5, "shortest silence after a note's release that becomes a rest token", unit="beats", low=0.0, high=8.0)
+    max_beats: float = setting(8.0, "longest token: longer notes are capped, longer rests split", unit="beats", low=1.0, high=64.0)
+    steps_per_beat: int = setting(12, "grid steps per beat; 12 holds sixteenths and triplets", low=1, high=96)
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """[log]: logging to stderr."""
+
+    level: str = setting("info", "lowest level of log lines written to stderr", choices=LOG_LEVELS)
+
+
+SECTIONS: dict[str, type] = {
+    "run": RunSettings,
+    "midi": MidiSettings,
+    "osc": OscSettings,
+    "train": TrainSettings,
+    "log": LogSettings,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings after merging default.toml, the `--config` file and CLI flags."""
+
+    run: RunSettings = field(default_factory=RunSettings)
+    midi: MidiSettings = field(default_factory=MidiSettings)
+    osc: OscSettings = field(default_factory=OscSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    # Parameter values per plugin name, as in `[plugins.<name>] <param> = value`.
+    plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Where each plugin value came from (a file path or "command line"), for error messages.
+    plugin_sources: dict[str, dict[str, str]] = field(default_factory=dict, repr=False, compare=False)
+
+
+def spec_of(section: str, key: str) -> Spec:
+    """Return the declaration of `[section] key`; raise KeyError when there is none."""
+    for declared in dataclasses.fields(SECTIONS[section]):
+        if declared.name == key:
+            return Spec(key, declared.type, declared.default, **declared.metadata)
+    raise KeyError(f"{section}.{key}")
+
+
+def specs(section: str) -> list[Spec]:
+    """Return the declarations of every key of a section, in file order."""
+    return [spec_of(section, declared.name) for declared in dataclasses.fields(SECTIONS[section])]
+
+
+def _convert_name_list(value: Any, label: str) -> tuple[str, ...]:
+    # A list of names may also be written as one string, "top_p temperature", as on the command line and over OSC.
+    if isinstance(value, str):
+        names = value.replace(",", " ").split()
+    elif isinstance(value, (list, tuple)) and all(isinstance(name, str) for name in value):
+        names = [name.strip() for name in value]
+    else:
+        raise SettingsError(f"invalid value {value!r} for {label}: expected a list of plugin names, e.g. [\"top_p\", \"temperature\"]")
+
+    if not names or not all(names):
+        raise SettingsError(f"invalid value {value!r} for {label}: expected at least one plugin name, e.g. [\"temperature\"]")
+    return tuple(names)

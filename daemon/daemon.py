@@ -1,0 +1,187 @@
+"""The `run` command's lifecycle: start up, play until a signal or `--duration`, shut down cleanly.
+
+Start-up order: sampler chain, model, improviser, MIDI output, engine, OSC
+server. Any failure before play (a missing model, no MIDI system, an OSC
+port in use) raises a SidemanError that the CLI prints as one line.
+
+SIGINT and SIGTERM end the run cleanly, with exit code 0: the OSC server
+stops, the engine sends every pending note_off and All Notes Off on its
+channel, the `--record` file is written, and the MIDI port closes.
+`/sideman/stop` only stops playing; the daemon keeps running until a signal.
+This module imports no TensorFlow: the engine steps the model with numpy.
+"""
+
+import logging
+import signal
+import sys
+import threading
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator, TextIO
+
+from sideman.config.schema import Settings
+
+from .errors import SidemanError
+
+if TYPE_CHECKING:
+    from .engine import Engine, NoteEvent
+    from .improviser import Improviser
+
+logger = logging.getLogger(__name__)
+
+# Seconds the engine may take to release its notes and stop its thread.
+SHUTDOWN_TIMEOUT = 2.0
+# Seconds between checks that the engine thread is still playing.
+ENGINE_CHECK_INTERVAL = 0.25
+SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options of `run` that are not settings: they apply to this run only."""
+
+    # MIDI file that receives every message sent, written by the engine at shutdown; None records nothing.
+    record: str | None = None
+    # Seconds to play before shutting down; None plays until a signal.
+    duration: float | None = None
+    # Print each note on stdout as it sounds.
+    show: bool = False
+
+
+def run_daemon(settings: Settings, samplers: dict[str, type], options: RunOptions) -> int:
+    """Run the daemon with validated `settings` until SIGINT, SIGTERM or `options.duration`; return the exit code."""
+    from .bundle import load_bundle
+    from .improviser import Improviser
+    from .sampling import build_chain
+
+    logger.info("samplers installed: %s", ", ".join(sorted(samplers)) or "none")
+    chain = build_chain(settings.run.sampler, samplers, settings.plugins)
+    bundle = load_bundle(settings.run.model)
+    logger.info("loaded model %s (n_a = %d, %d tokens)", bundle.path, bundle.n_a, len(bundle.vocabulary))
+    improviser = Improviser(bundle, chain, settings.run.seed)
+
+    shutdown_requested = threading.Event()
+    with shutdown_signals(shutdown_requested), ExitStack() as resources:
+        engine = _start_playing(settings, samplers, improviser, options, resources)
+        _start_osc(settings, engine, resources)
+        logger.info("sideman is running; stop it with Ctrl-C or SIGTERM")
+        _wait_for_end(shutdown_requested, engine, options.duration)
+
+    if engine.failure is not None:
+        raise SidemanError(f"playing stopped because of an error: {engine.failure}")
+    logger.info("sideman stopped")
+    return 0
+
+
+def _wait_for_end(shutdown_requested: threading.Event, engine: "Engine", duration: float | None) -> None:
+    """Return on a shutdown signal, when `duration` seconds have passed, or when the engine thread failed."""
+    end = None if duration is None else time.monotonic() + duration
+    while True:
+        timeout = ENGINE_CHECK_INTERVAL if end is None else min(ENGINE_CHECK_INTERVAL, max(0.0, end - time.monotonic()))
+        if shutdown_requested.wait(timeout):
+            logger.info("shutting down")
+            return
+        if engine.failure is not None:
+            logger.error("the engine stopped because of an error: shutting down")
+            return
+        if end is not None and time.monotonic() >= end:
+            logger.info("played for %g s (--duration): shutting down", duration)
+            return
+
+
+def _start_playing(settings: Settings, samplers: dict[str, type], improviser: "Improviser", options: RunOptions, resources: ExitStack) -> "Engine":
+    """Open the MIDI output and start the engine thread; register their shutdown on `resources`.
+
+    `resources` closes in reverse order: the engine releases its notes and
+    writes the recording first, then the port closes.
+    """
+    from .clock import MonotonicClock
+    from .engine import Engine
+    from .midiport import open_output
+    from .recorder import Recorder
+
+    output = open_output(settings.midi.backend, connect_to=settings.midi.out or None, client_name="sideman", port_name="out")
+    resources.callback(output.close)
+
+    recorder = Recorder(options.record) if options.record is not None else None
+    engine = Engine(
+        improviser,
+        output,
+        MonotonicClock(),
+        tempo=settings.run.tempo,
+        gate=settings.run.gate,
+        velocity=settings.run.velocity,
+        channel=settings.run.channel - 1,
+        autoplay=settings.run.autoplay,
+        registry=samplers,
+        params=settings.plugins,
+        on_note=NotePrinter(sys.stdout) if options.show else None,
+        recorder=recorder,
+        model_name=improviser.bundle.metadata.get("name") or improviser.bundle.path,
+    )
+    engine.start_thread()
+    resources.callback(engine.shutdown, SHUTDOWN_TIMEOUT)
+    return engine
+
+
+def _start_osc(settings: Settings, engine: "Engine", resources: ExitStack) -> None:
+    from .osc import OscServer
+
+    server = OscServer(engine, settings.osc.host, settings.osc.port)
+    try:
+        server.start()
+    except OSError as error:
+        raise SidemanError(
+            f"could not listen for OSC on udp {settings.osc.host}:{settings.osc.port}: {error.strerror or error}; "
+            "pass another --osc-port (0 picks a free one) or stop the program using it"
+        ) from error
+    resources.callback(server.close)
+
+
+@contextmanager
+def shutdown_signals(shutdown_requested: threading.Event) -> Iterator[None]:
+    """Make SIGINT and SIGTERM set `shutdown_requested` instead of killing the process; restore the old handlers on exit.
+
+    Outside the main thread Python cannot install signal handlers, so there
+    this does nothing and the caller relies on its own stop condition.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        logger.debug("not in the main thread: SIGINT and SIGTERM keep their handlers")
+        yield
+        return
+
+    def request_shutdown(signum: int, frame) -> None:
+        name = signal.Signals(signum).name
+        if shutdown_requested.is_set():
+            logger.info("received %s again: already shutting down, releasing notes", name)
+            return
+        logger.info("received %s", name)
+        shutdown_requested.set()
+
+    previous = {signum: signal.signal(signum, request_shutdown) for signum in SHUTDOWN_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+class NotePrinter:
+    """The `--show` output: one line per note as it sounds, e.g. `  12.250 s  F#4   0.50 beats`.
+
+    Times are seconds since play first started. This is CLI output, so it
+    goes to `stream` (stdout), never to the log.
+    """
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    def __call__(self, event: "NoteEvent") -> None:
+        line = f"{event.seconds:8.3f} s  {event.name:<4} {event.beats:5.2f} beats\n"
+        try:
+            self.stream.write(line)
+            self.stream.flush()
+        except (OSError, ValueError) as error:
+            # A closed pipe (`sideman run --show | head`) must not stop the music.
+            logger.debug("could not print a note: %s", error)

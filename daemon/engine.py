@@ -1,0 +1,551 @@
+"""The engine: plays the improviser's notes on time into a MIDI output and applies commands between notes.
+
+This is the one place where the model (through the Improviser), the sampler
+chain, the clock and the MIDI output meet.
+
+Timing. The engine keeps a beat position and a TempoMap, which turns each
+onset into an absolute time on the clock. The loop waits for the next due
+event (a note_off or the next onset) with `clock.wait_until` and never adds
+up sleeps. A command sets the `wake` event, so the loop applies it at once,
+between two notes.
+
+Look-ahead. Right after an onset the engine takes a checkpoint of the
+improviser and draws the following note, so inference never delays an
+onset. A change of sampler, parameter, seed, prime or reset rolls the
+improviser back to that checkpoint, applies the change and draws again, so
+every change applies from the very next onset.
+
+Tempo. The next onset's time was fixed when the current note started (its
+duration at the tempo then in effect); a new tempo applies from the next
+onset on (`TempoMap.set_tempo` at the next onset's beat), and the beat
+position stays continuous.
+
+Transport. Stop releases the sounding notes and keeps the state, including
+the drawn look-ahead note; Start plays that note a small margin from now,
+at the beat position where play stopped. Reset zeroes the model state and
+leaves the transport alone. Panic releases every note and keeps state and
+transport.
+
+Parameters. SetParam is accepted for any installed sampler, in the chain or
+not. Values are kept per plugin name: they apply at once to a member of the
+current chain and to every chain built later that contains that plugin.
+"""
+
+import bisect
+import logging
+import math
+import queue
+import threading
+import traceback
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Protocol, Sequence
+
+import mido
+
+from .clock import Clock
+from .commands import Command, Panic, Prime, Reset, Reseed, SetParam, SetSampler, SetTempo, Start, Stop
+from .encoding import Token
+from .errors import InvalidInputError, SettingsError
+from .improviser import Improviser
+from .notenames import pitch_name
+from .plugins.samplers import Greedy, Temperature
+from .recorder import Recorder
+from .render import validate_channel, validate_gate, validate_velocity
+from .sampling import Sampler, SamplerChain, build_chain
+from .tempo import TempoMap, validate_tempo
+
+log = logging.getLogger(__name__)
+
+START_MARGIN = 0.005  # seconds from a Start to its first onset, so that onset is not late
+IDLE_WAIT = 1.0  # maximum single wait in seconds while nothing is scheduled
+# An onset this many seconds late (the machine stalled) restarts the time
+# grid from now instead of playing the missed notes in a burst.
+RESYNC_LATENESS = 0.1
+# A phrase is fed into the state between two notes, at one LSTM step a
+# token: a longer one would delay the next onset.
+MAX_PRIME_TOKENS = 1024
+PRIME_ITEMS_LOGGED = 16
+ALL_NOTES_OFF = 123  # MIDI control change number
+
+DEFAULT_REGISTRY: dict[str, type[Sampler]] = {"greedy": Greedy, "temperature": Temperature}
+# Commands that change what the model draws, so the look-ahead note is drawn again.
+_REDRAWING = (Reseed, Prime, Reset, SetSampler, SetParam)
+
+
+class MessageOutput(Protocol):
+    """What the engine sends to: a MIDI output port, or a fake in tests."""
+
+    def send(self, message: mido.Message) -> None:
+        ...
+
+    def all_notes_off(self, channel: int) -> None:
+        """Send All Notes Off (CC 123) on `channel` (0-15)."""
+        ...
+
+
+@dataclass(frozen=True)
+class NoteEvent:
+    """A note as it sounds, for displays such as `run --show`."""
+
+    seconds: float  # onset time since the first onset after play first started
+    beat: float  # onset beat position
+    token: Token
+    name: str  # pitch name, C4 = MIDI 60
+    beats: float  # duration in beats, onset to next onset
+
+
+class Engine:
+    """Play the improviser's line on a MIDI output, one note of look-ahead, steered by commands.
+
+    Drive it in its own thread (`start_thread`, `shutdown`) or in the calling
+    thread (`run_until`, `run_for`), which with a FakeClock plays any number
+    of notes without sleeping. `channel` is 0-15.
+    """
+
+    def __init__(
+        self,
+        improviser: Improviser,
+        output: MessageOutput,
+        clock: Clock,
+        *,
+        tempo: float = 120.0,
+        gate: float = 0.9,
+        velocity: int = 90,
+        channel: int = 0,
+        autoplay: bool = True,
+        registry: dict[str, type[Sampler]] | None = None,
+        params: dict[str, dict[str, Any]] | None = None,
+        on_note: Callable[[NoteEvent], None] | None = None,
+        recorder: Recorder | None = None,
+        model_name: str = "",
+    ):
+        self._improviser = improviser
+        self._output = output
+        self._clock = clock
+        self._tempo_map = TempoMap(tempo)
+        self._gate = validate_gate(gate)
+        self._velocity = validate_velocity(velocity)
+        self._channel = validate_channel(channel)
+        self._registry = dict(registry) if registry is not None else dict(DEFAULT_REGISTRY)
+        self._on_note = on_note
+        self._recorder = recorder
+        self.model_name = model_name or str(improviser.bundle.metadata.get("name", ""))
+        self._steps_per_beat = improviser.steps_per_beat
+        self._fallback_chain = SamplerChain([], Greedy())
+
+        # Parameter values per plugin name: the configured ones, then the current chain's.
+        self._param_values: dict[str, dict[str, Any]] = {name: dict(values) for name, values in (params or {}).items()}
+        for member in improviser.chain.members():
+            self._param_values.setdefault(member.name, {}).update(member.values)
+
+        self._commands: queue.SimpleQueue[list[Command]] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._closing = False
+        self._finished = False
+        self._thread: threading.Thread | None = None
+        self.failure: BaseException | None = None
+
+        self._running = False
+        self._origin: float | None = None  # clock time of the first onset after the first Start
+        self._note_offs: list[tuple[float, int]] = []  # (clock time, pitch), sorted by time
+        self._notes_played = 0
+        self._late_onsets = 0
+        self._sampler_failures: dict[str, int] = {}
+
+        self._onset_beat = 0.0  # beat of the latest onset, note or rest
+
+        # The look-ahead note: its index, onset beat, onset time (None while
+        # stopped) and the improviser's checkpoint from before it was drawn.
+        self._next_beat = 0.0
+        self._next_time: float | None = None
+        self._checkpoint = improviser.checkpoint()
+        self._next_index = self._draw(0.0)
+
+        if autoplay:
+            self._commands.put([Start()])
+            self._wake.set()
+
+    # Public interface, called from any thread.
+
+    def apply(self, commands: Sequence[Command]) -> None:
+        """Check a batch of commands and queue it. The loop applies the batch whole, between two notes.
+
+        Raises InvalidInputError (SettingsError for settings) naming the first
+        invalid command and the reason. Then nothing of the batch is queued.
+        """
+        batch = [self._validate(command) for command in commands]
+        if not batch:
+            return
+        for command in batch:
+            log.info("accepted %s", describe_command(command))
+        self._commands.put(batch)
+        self._wake.set()
+
+    def status(self) -> dict[str, int | float | str]:
+        """Return the current settings and position as key/value pairs, for the OSC status reply."""
+        next_beat = self._next_beat
+        running = self._running
+        beat = next_beat
+        if running:
+            beat = min(self._tempo_map.beat_at(self._clock.now()), next_beat)
+        return {
+            "tempo": self._tempo_map.bpm_at(next_beat),
+            "running": int(running),
+            "sampler": self._improviser.chain.describe(),
+            "seed": int(self._improviser.seed),
+            "notes": self._notes_played,
+            "model": self.model_name,
+            "beat": float(beat),
+            "channel": self._channel + 1,
+            "gate": self._gate,
+            "velocity": self._velocity,
+            "sampler_errors": sum(self._sampler_failures.values()),
+            "late_onsets": self._late_onsets,
+        }
+
+    def start_thread(self) -> None:
+        """Run the engine loop in a daemon thread until `shutdown`."""
+        if self._thread is not None:
+            raise RuntimeError("the engine thread is already started")
+        self._thread = threading.Thread(target=self._run_thread, name="sideman-engine", daemon=True)
+        log.info(
+            "engine starting: model %r, %g BPM, sampler %r, channel %d",
+            self.model_name, self._tempo_map.bpm_at(self._next_beat), self._improviser.chain.describe(), self._channel + 1,
+        )
+        self._thread.start()
+
+    def shutdown(self, timeout: float = 2.0) -> None:
+        """Stop play, release every note (note_offs, then All Notes Off), flush the recorder and join the thread.
+
+        Calling it again does nothing more.
+        """
+        self._closing = True
+        self._wake.set()
+        thread = self._thread
+        if thread is None:
+            self._finish()
+            return
+
+        thread.join(timeout)
+        if thread.is_alive():
+            log.error("engine thread did not stop within %.1f s; notes may still sound", timeout)
+
+    def run_until(self, end_time: float) -> None:
+        """Run the loop in the calling thread until the clock reaches `end_time` (seconds) or shutdown."""
+        while not self._closing:
+            self._wake.clear()
+            self._apply_queued()
+            if self._closing:
+                return
+
+            deadline = self._next_deadline()
+            if deadline is not None and deadline <= end_time:
+                if self._clock.wait_until(deadline, self._wake):
+                    self._play_due()
+                continue
+
+            idle_until = min(end_time, self._clock.now() + IDLE_WAIT)
+            if self._clock.wait_until(idle_until, self._wake) and idle_until >= end_time:
+                return
+
+    def run_for(self, seconds: float) -> None:
+        self.run_until(self._clock.now() + seconds)
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    # The loop: everything below runs in the engine thread.
+
+    def _run_thread(self) -> None:
+        try:
+            self.run_until(math.inf)
+        except Exception as error:
+            self.failure = error
+            log.exception("engine stopped by an error; releasing every note")
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._running = False
+
+        try:
+            self._release_all()
+        except Exception:
+            log.exception("could not release the sounding notes on channel %d", self._channel + 1)
+
+        if self._recorder is not None:
+            try:
+                self._recorder.flush()
+            except Exception:
+                log.exception("could not write the recording to %s", self._recorder.path)
+        log.info("engine stopped after %d notes", self._notes_played)
+
+    def _next_deadline(self) -> float | None:
+        deadline = self._note_offs[0][0] if self._note_offs else None
+        if self._running and (deadline is None or self._next_time < deadline):
+            deadline = self._next_time
+        return deadline
+
+    def _play_due(self) -> None:
+        """Send the note_offs that are due, then the onset if it is due."""
+        now = self._clock.now()
+        while self._note_offs and self._note_offs[0][0] <= now:
+            _, pitch = self._note_offs.pop(0)
+            self._send(mido.Message("note_off", channel=self._channel, note=pitch, velocity=0), now)
+
+        if self._running and self._next_time <= now:
+            self._play_onset(now)
+
+    def _play_onset(self, now: float) -> None:
+        onset_time = self._next_time
+        beat = self._next_beat
+        if now - onset_time > RESYNC_LATENESS:
+            self._late_onsets += 1
+            self._tempo_map.restart(now, beat)
+            onset_time = now
+
+        token = self._improviser.token(self._next_index)
+        beats = token.steps / self._steps_per_beat
+        next_beat = beat + beats
+        next_time = self._tempo_map.time_at(next_beat)
+
+        if token.pitch is not None:
+            self._release_pitch(token.pitch, now)
+            self._send(mido.Message("note_on", channel=self._channel, note=token.pitch, velocity=self._velocity), now)
+            # onset + gate * duration. With gate <= 1 it is never after the next onset, whatever the rounding.
+            off_time = onset_time + self._gate * (next_time - onset_time)
+            if self._gate <= 1.0:
+                off_time = min(off_time, next_time)
+            bisect.insort(self._note_offs, (off_time, token.pitch))
+            self._notes_played += 1
+
+        self._onset_beat = beat
+        self._next_beat = next_beat
+        self._next_time = next_time
+        self._checkpoint = self._improviser.checkpoint()
+        self._next_index = self._draw(next_beat)
+        log.debug("beat %.3f: %s for %.3f beats", beat, pitch_name(token.pitch), beats)
+
+        if token.pitch is not None and self._on_note is not None:
+            self._notify(NoteEvent(onset_time - self._origin, beat, token, pitch_name(token.pitch), beats))
+
+    def _draw(self, beat: float) -> int:
+        """Draw the look-ahead note; when the sampler chain raises, draw this one note greedily instead."""
+        try:
+            return self._improviser.draw(beat)
+        except Exception as error:
+            self._report_sampler_failure(error)
+
+        self._improviser.rollback(self._checkpoint)
+        chain = self._improviser.chain
+        self._improviser.chain = self._fallback_chain
+        try:
+            return self._improviser.draw(beat)
+        finally:
+            self._improviser.chain = chain
+
+    def _report_sampler_failure(self, error: Exception) -> None:
+        plugin = _failing_sampler(error) or self._improviser.chain.describe()
+        count = self._sampler_failures.get(plugin, 0) + 1
+        self._sampler_failures[plugin] = count
+        # The first failure of each plugin with its traceback, then only a count, so a broken plugin cannot flood the log.
+        if count == 1:
+            log.error("sampler %r failed, so this note is greedy (argmax); later failures are counted in status", plugin, exc_info=error)
+        else:
+            log.debug("sampler %r failed again (%d times): %s", plugin, count, error)
+
+    def _notify(self, event: NoteEvent) -> None:
+        try:
+            self._on_note(event)
+        except Exception:
+            log.exception("the note display failed and is turned off")
+            self._on_note = None
+
+    def _send(self, message: mido.Message, now: float) -> None:
+        self._output.send(message)
+        if self._recorder is not None:
+            self._recorder.record(now, message)
+
+    def _release_pitch(self, pitch: int, now: float) -> None:
+        """Send the pending note_off of `pitch` early, before that pitch starts again."""
+        for index, (_, pending) in enumerate(self._note_offs):
+            if pending == pitch:
+                del self._note_offs[index]
+                self._send(mido.Message("note_off", channel=self._channel, note=pitch, velocity=0), now)
+                return
+
+    def _release_all(self) -> None:
+        """Send every pending note_off, then All Notes Off on the channel."""
+        now = self._clock.now()
+        offs, self._note_offs = self._note_offs, []
+        for _, pitch in offs:
+            self._send(mido.Message("note_off", channel=self._channel, note=pitch, velocity=0), now)
+
+        self._output.all_notes_off(self._channel)
+        if self._recorder is not None:
+            self._recorder.record(now, mido.Message("control_change", channel=self._channel, control=ALL_NOTES_OFF, value=0))
+
+    # Commands: checked in the caller's thread, applied in the engine thread.
+
+    def _apply_queued(self) -> None:
+        while True:
+            try:
+                batch = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            self._apply_batch(batch)
+
+    def _apply_batch(self, batch: list[Command]) -> None:
+        """Apply a batch, and redraw the look-ahead once at the end when a command changes what the model draws."""
+        rolled_back = False
+        for command in batch:
+            if isinstance(command, _REDRAWING) and not rolled_back:
+                self._improviser.rollback(self._checkpoint)
+                rolled_back = True
+            self._appliers[type(command)](self, command)
+
+        if rolled_back:
+            self._checkpoint = self._improviser.checkpoint()
+            self._next_index = self._draw(self._next_beat)
+
+    def _apply_tempo(self, command: SetTempo) -> None:
+        self._tempo_map.set_tempo(command.bpm, at_beat=self._next_beat)
+        self._tempo_map.discard_before(self._onset_beat)
+
+    def _apply_reseed(self, command: Reseed) -> None:
+        self._improviser.reseed(command.seed)
+
+    def _apply_prime(self, command: Prime) -> None:
+        tokens = [Token(pitch, max(1, round(beats * self._steps_per_beat))) for pitch, beats in command.phrase]
+        self._improviser.prime(tokens)
+
+    def _apply_start(self, command: Start) -> None:
+        if self._running:
+            return
+        first_onset = self._clock.now() + START_MARGIN
+        self._tempo_map.restart(first_onset, self._next_beat)
+        self._next_time = first_onset
+        self._running = True
+        if self._origin is None:
+            self._origin = first_onset
+
+    def _apply_stop(self, command: Stop) -> None:
+        if not self._running:
+            return
+        self._running = False
+        self._next_time = None
+        self._release_all()
+
+    def _apply_panic(self, command: Panic) -> None:
+        self._release_all()
+
+    def _apply_reset(self, command: Reset) -> None:
+        self._improviser.reset()
+
+    def _apply_sampler(self, command: SetSampler) -> None:
+        self._improviser.chain = build_chain(command.names, self._registry, self._param_values)
+
+    def _apply_param(self, command: SetParam) -> None:
+        self._param_values.setdefault(command.plugin, {})[command.name] = command.value
+        for member in self._improviser.chain.members():
+            if member.name == command.plugin:
+                member.set_param(command.name, command.value)
+
+    _appliers: dict[type, Callable[["Engine", Any], None]] = {
+        SetTempo: _apply_tempo,
+        Reseed: _apply_reseed,
+        Prime: _apply_prime,
+        Start: _apply_start,
+        Stop: _apply_stop,
+        Panic: _apply_panic,
+        Reset: _apply_reset,
+        SetSampler: _apply_sampler,
+        SetParam: _apply_param,
+    }
+
+    def _validate(self, command: Command) -> Command:
+        """Return the command with its values converted, or raise InvalidInputError saying why it is invalid."""
+        if isinstance(command, SetTempo):
+            return SetTempo(validate_tempo(command.bpm))
+        if isinstance(command, Reseed):
+            return Reseed(validate_seed(command.seed))
+        if isinstance(command, Prime):
+            return Prime(validate_phrase(command.phrase))
+        if isinstance(command, SetSampler):
+            # A chain written as one string, "top_p temperature", is split at spaces.
+            names = tuple(command.names.split()) if isinstance(command.names, str) else tuple(command.names)
+            build_chain(names, self._registry)
+            return SetSampler(names)
+        if isinstance(command, SetParam):
+            return replace(command, value=self._convert_param(command))
+        if isinstance(command, (Start, Stop, Panic, Reset)):
+            return command
+        raise InvalidInputError(f"unknown engine command {command!r}")
+
+    def _convert_param(self, command: SetParam) -> Any:
+        plugin = self._registry.get(command.plugin)
+        if plugin is None:
+            raise SettingsError(f"unknown sampler {command.plugin!r}; installed: {', '.join(sorted(self._registry))}")
+        for param in plugin.params:
+            if param.name == command.name:
+                return param.convert(command.value, command.plugin)
+        known = ", ".join(param.name for param in plugin.params) or "none"
+        raise SettingsError(f"sampler {command.plugin!r} has no parameter {command.name!r} (parameters: {known})")
+
+
+def validate_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InvalidInputError(f"invalid seed {seed!r}: expected a whole number of 0 or more")
+    return seed
+
+
+def validate_phrase(phrase: Sequence[tuple[int | None, float]]) -> tuple[tuple[int | None, float], ...]:
+    """Check a phrase of (MIDI pitch or None for a rest, duration in beats) pairs."""
+    phrase = tuple(phrase)
+    if not phrase:
+        raise InvalidInputError("invalid phrase: expected at least one (pitch, beats) pair")
+    if len(phrase) > MAX_PRIME_TOKENS:
+        raise InvalidInputError(f"phrase of {len(phrase)} notes and rests is too long: at most {MAX_PRIME_TOKENS}")
+
+    for position, pair in enumerate(phrase, start=1):
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise InvalidInputError(f"invalid phrase item {position}: {pair!r}, expected (pitch or None for a rest, beats)")
+        pitch, beats = pair
+        if pitch is not None and (isinstance(pitch, bool) or not isinstance(pitch, int) or not 0 <= pitch <= 127):
+            raise InvalidInputError(f"invalid pitch {pitch!r} in phrase item {position}: expected a MIDI pitch 0-127 or a rest")
+        if isinstance(beats, bool) or not isinstance(beats, (int, float)) or not math.isfinite(beats) or beats <= 0:
+            raise InvalidInputError(f"invalid duration {beats!r} beats in phrase item {position}: expected a number above 0")
+    return phrase
+
+
+def describe_command(command: Command) -> str:
+    """Describe a command for the log, in the musician's words."""
+    if isinstance(command, SetTempo):
+        return f"tempo {command.bpm:g} BPM from the next note"
+    if isinstance(command, Reseed):
+        return f"seed {command.seed}"
+    if isinstance(command, Prime):
+        shown = " ".join(f"{pitch_name(pitch)}:{beats:g}" for pitch, beats in command.phrase[:PRIME_ITEMS_LOGGED])
+        more = " ..." if len(command.phrase) > PRIME_ITEMS_LOGGED else ""
+        return f"prime with {len(command.phrase)} notes and rests (pitch:beats): {shown}{more}"
+    if isinstance(command, SetSampler):
+        return f"sampler chain {' '.join(command.names)!r}"
+    if isinstance(command, SetParam):
+        return f"sampler parameter {command.plugin}.{command.name} = {command.value!r}"
+    return type(command).__name__.lower()
+
+
+def _failing_sampler(error: BaseException) -> str | None:
+    """Return the name of the innermost sampler in the traceback of `error`, if any."""
+    name = None
+    for frame, _ in traceback.walk_tb(error.__traceback__):
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, Sampler):
+            name = candidate.name
+    return name

@@ -1,0 +1,38 @@
+"""Built-in samplers: greedy (the notebook's argmax) and temperature."""
+
+import numpy as np
+
+from sideman.params import Param
+from sideman.sampling import Chooser, SamplerContext
+
+
+class Greedy(Chooser):
+    """The most probable token, as the notebook's one_hot(argmax(out))."""
+
+    name = "greedy"
+    help = "always the most probable token (the notebook's argmax)"
+
+    def choose(self, probabilities: np.ndarray, context: SamplerContext) -> int:
+        return int(np.argmax(probabilities))
+
+
+class Temperature(Chooser):
+    """Draw from the distribution sharpened (value < 1) or flattened (value > 1)."""
+
+    name = "temperature"
+    help = "draw a token at random, sharpened (below 1) or flattened (above 1)"
+    params = (Param("value", float, 1.0, "temperature: 1 draws from the model's distribution, lower is safer, higher is wilder", low=0.05, high=5.0),)
+
+    def choose(self, probabilities: np.ndarray, context: SamplerContext) -> int:
+        temperature = self.values["value"]
+        if temperature != 1.0:
+            # p ** (1 / T), computed in log space so tiny probabilities do not underflow to a division by zero.
+            with np.errstate(divide="ignore"):
+                logits = np.log(probabilities) / temperature
+            logits -= logits.max()
+            probabilities = np.exp(logits)
+
+        cumulative = np.cumsum(probabilities)
+        draw = context.rng.random() * cumulative[-1]
+        index = int(np.searchsorted(cumulative, draw, side="right"))
+        return min(index, len(probabilities) - 1)

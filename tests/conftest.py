@@ -1,0 +1,83 @@
+"""Requirements of the `ports` and `tensorflow` markers.
+
+A test marked `ports` gets the session's private JACK server; one marked
+`tensorflow` runs only where TensorFlow imports. Where they are missing such
+tests skip, unless SIDEMAN_REQUIRE_PORTS=1 or SIDEMAN_REQUIRE_TF=1 is set (CI
+sets both): then a missing requirement, or any skip of such a test, fails.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.jack import JackServer, JackServerError
+
+REQUIREMENTS = {
+    # marker: environment variable that turns its skips into failures
+    "ports": "SIDEMAN_REQUIRE_PORTS",
+    "tensorflow": "SIDEMAN_REQUIRE_TF",
+}
+
+
+def _required(marker: str) -> bool:
+    return os.environ.get(REQUIREMENTS[marker]) == "1"
+
+
+def _unavailable(marker: str, reason: str) -> None:
+    if _required(marker):
+        pytest.fail(f"{reason} ({REQUIREMENTS[marker]}=1 makes this a failure)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def jack_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JackServer]:
+    """Start a private JACK server and point JACK_DEFAULT_SERVER at it for the whole session."""
+    server = JackServer(f"sideman-test-{os.getpid()}", tmp_path_factory.mktemp("jack") / "jackd.log")
+    try:
+        server.start()
+    except JackServerError as error:
+        _unavailable("ports", f"no private JACK server: {error}")
+
+    previous = os.environ.get("JACK_DEFAULT_SERVER")
+    os.environ["JACK_DEFAULT_SERVER"] = server.name
+    try:
+        yield server
+    finally:
+        if previous is None:
+            os.environ.pop("JACK_DEFAULT_SERVER", None)
+        else:
+            os.environ["JACK_DEFAULT_SERVER"] = previous
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _marker_requirements(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("ports") is not None:
+        request.getfixturevalue("jack_server")
+
+    if request.node.get_closest_marker("tensorflow") is not None:
+        try:
+            importlib.import_module("tensorflow")
+        except ImportError as error:
+            _unavailable("tensorflow", f"TensorFlow not importable ({error}); install the train extra")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    # A skip from inside a test or a skipif marker bypasses _unavailable, so
+    # the report itself is turned into a failure where the requirement is set.
+    report = yield
+    if not report.skipped or hasattr(report, "wasxfail"):
+        return report
+
+    # A skip's longrepr is (path, line, "Skipped: reason").
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+    for marker in REQUIREMENTS:
+        if item.get_closest_marker(marker) is not None and _required(marker):
+            report.outcome = "failed"
+            report.longrepr = f"a {marker!r} test was skipped but {REQUIREMENTS[marker]}=1 requires it to run ({reason})"
+    return report

@@ -1,0 +1,185 @@
+"""A private JACK server for tests, and a receiver that records what arrives on a JACK MIDI port.
+
+The server uses the dummy driver (`jackd -n NAME -d dummy -r 48000 -p 64`),
+so it needs no sound card; JACK_DEFAULT_SERVER=NAME points libjack, the
+jack_* tools and subprocesses at it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import mido
+import rtmidi
+
+SAMPLE_RATE = 48000
+PERIOD_FRAMES = 64
+START_TIMEOUT = 15.0  # seconds for jackd to accept clients
+
+
+class JackServerError(RuntimeError):
+    """jackd is missing, or the server did not start."""
+
+
+class JackServer:
+    """A jackd process with the dummy driver, under its own server name."""
+
+    def __init__(self, name: str, log_path: Path) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Start jackd and wait until it accepts clients; raise JackServerError with its log otherwise."""
+        jackd = shutil.which("jackd")
+        if jackd is None:
+            raise JackServerError("jackd not found; install the Debian package jackd2")
+
+        # --no-realtime: containers and CI machines rarely grant realtime priority.
+        command = [jackd, "--no-realtime", "-n", self.name, "-d", "dummy", "-r", str(SAMPLE_RATE), "-p", str(PERIOD_FRAMES)]
+        with open(self.log_path, "wb") as log_file:
+            self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+
+        deadline = time.monotonic() + timeout
+        while not self.accepts_clients():
+            if self._process.poll() is not None:
+                raise JackServerError(f"jackd exited with code {self._process.returncode}: {self.log()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise JackServerError(f"jackd accepted no client within {timeout:.0f} s: {self.log()}")
+            time.sleep(0.1)
+
+    def accepts_clients(self) -> bool:
+        result = subprocess.run(["jack_lsp", "-s", self.name], capture_output=True, stdin=subprocess.DEVNULL)
+        return result.returncode == 0
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace").strip()
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        process, self._process = self._process, None
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def jack_ports() -> list[str]:
+    """Return every port of the JACK server that JACK_DEFAULT_SERVER names, audio ones included."""
+    result = subprocess.run(["jack_lsp"], capture_output=True, text=True, stdin=subprocess.DEVNULL, check=True)
+    return result.stdout.splitlines()
+
+
+def wait_for_port(name_part: str, timeout: float = 10.0) -> str:
+    """Wait until exactly one JACK port contains `name_part`; return its full name."""
+    deadline = time.monotonic() + timeout
+    while True:
+        matches = [port for port in jack_ports() if name_part in port]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise AssertionError(f"JACK port name part {name_part!r} is ambiguous: {matches}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no JACK port containing {name_part!r} after {timeout} s; ports: {jack_ports()}")
+        time.sleep(0.1)
+
+
+def connect_ports(source: str, destination: str) -> None:
+    """Connect two JACK ports by full name with jack_connect."""
+    subprocess.run(["jack_connect", source, destination], check=True, capture_output=True, stdin=subprocess.DEVNULL)
+
+
+_receiver_numbers = itertools.count(1)
+
+
+class Receiver:
+    """A virtual JACK MIDI input that records every message it receives.
+
+    Each recorded message is a mido.Message whose `time` is the
+    time.perf_counter() value at arrival in seconds, not mido's usual delta.
+    """
+
+    def __init__(self, source: str | None = None) -> None:
+        self.client_name = f"sideman-test-rx-{os.getpid()}-{next(_receiver_numbers)}"
+        self.port_name = f"{self.client_name}:in"
+        self._received: list[mido.Message] = []
+        self._arrived = threading.Condition()
+
+        self._port = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=self.client_name)
+        # Record clock and SysEx too; active sensing is only noise here.
+        self._port.ignore_types(sysex=False, timing=False, active_sense=True)
+        self._port.set_callback(self._record)
+        self._port.open_virtual_port("in")
+        if source is not None:
+            self.connect(source)
+
+    def connect(self, source: str) -> None:
+        """Connect the JACK output port named by `source` (full name or unique part) to this receiver."""
+        connect_ports(wait_for_port(source), self.port_name)
+
+    def _record(self, event: tuple[list[int], float], data: object = None) -> None:
+        arrival = time.perf_counter()
+        message = mido.Message.from_bytes(event[0], time=arrival)
+        with self._arrived:
+            self._received.append(message)
+            self._arrived.notify_all()
+
+    def messages(self) -> list[mido.Message]:
+        with self._arrived:
+            return list(self._received)
+
+    def note_ons(self) -> list[mido.Message]:
+        """Return the note_on messages with velocity > 0."""
+        return [message for message in self.messages() if message.type == "note_on" and message.velocity > 0]
+
+    def wait_for(self, predicate: Callable[[list[mido.Message]], bool], timeout: float = 5.0) -> list[mido.Message]:
+        """Wait until `predicate(messages)` is true; return the messages, or fail listing them."""
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while not predicate(list(self._received)):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"condition not met within {timeout} s; received: {self._received}")
+                self._arrived.wait(remaining)
+            return list(self._received)
+
+    def balance(self) -> dict[tuple[int, int], int]:
+        """Return {(channel, pitch): count} of note_ons with no note_off yet; empty when balanced.
+
+        A note_on with velocity 0 counts as a note_off, as in MIDI running status.
+        """
+        sounding: dict[tuple[int, int], int] = {}
+        for message in self.messages():
+            if message.type not in ("note_on", "note_off"):
+                continue
+            key = (message.channel, message.note)
+            if message.type == "note_on" and message.velocity > 0:
+                sounding[key] = sounding.get(key, 0) + 1
+            elif sounding.get(key, 0) > 0:
+                sounding[key] -= 1
+        return {key: count for key, count in sounding.items() if count > 0}
+
+    def close(self) -> None:
+        if self._port is None:
+            return
+        port, self._port = self._port, None
+        port.cancel_callback()
+        port.close_port()
+        port.delete()
+
+    def __enter__(self) -> Receiver:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,56 @@
+import numpy as np
+
+from sideman.stepper import Stepper
+from tests.factories import random_bundle
+
+
+def reference_step(weights, token, a, c):
+    """The LSTM equations written out plainly, in Keras's gate order i, f, c, o."""
+    n_a = weights.n_a
+    x = np.zeros(weights.vocabulary_size)
+    if token is not None:
+        x[token] = 1.0
+    z = x @ weights.kernel + a @ weights.recurrent_kernel + weights.bias
+    sigmoid = lambda v: 1 / (1 + np.exp(-v))
+    i, f, g, o = sigmoid(z[:n_a]), sigmoid(z[n_a:2 * n_a]), np.tanh(z[2 * n_a:3 * n_a]), sigmoid(z[3 * n_a:])
+    c = f * c + i * g
+    a = o * np.tanh(c)
+    logits = a @ weights.dense_kernel + weights.dense_bias
+    probabilities = np.exp(logits - logits.max())
+    return probabilities / probabilities.sum(), a, c
+
+
+def test_stepper_matches_lstm_equations():
+    bundle = random_bundle(n_a=16, seed=3)
+    stepper = Stepper(bundle.weights)
+    a = np.zeros(16)
+    c = np.zeros(16)
+
+    for token in [None, 4, 17, 0, 35, 35, 2]:
+        expected, a, c = reference_step(bundle.weights, token, a, c)
+        probabilities = stepper.step(token)
+        np.testing.assert_allclose(probabilities, expected, atol=1e-12)
+        np.testing.assert_allclose(stepper.a, a, atol=1e-12)
+
+
+def test_snapshot_restore_and_reset():
+    stepper = Stepper(random_bundle().weights)
+    stepper.step(None)
+    snapshot = stepper.snapshot()
+    first = stepper.step(3)
+
+    stepper.restore(snapshot)
+    again = stepper.step(3)
+    stepper.reset()
+
+    np.testing.assert_array_equal(first, again)
+    assert not stepper.a.any() and not stepper.c.any()
+
+
+def test_probabilities_sum_to_one():
+    stepper = Stepper(random_bundle(scale=5.0).weights)
+
+    probabilities = stepper.step(None)
+
+    assert abs(probabilities.sum() - 1.0) < 1e-12
+    assert (probabilities >= 0).all()
