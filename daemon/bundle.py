@@ -79,10 +79,18 @@ def save_bundle(bundle: Bundle, path: str | os.PathLike) -> None:
         with os.fdopen(handle, "wb") as file, zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr("model.json", document)
             archive.writestr("weights.npz", arrays.getvalue())
+        # mkstemp creates the file readable by its owner only; a bundle gets the usual umask permissions.
+        os.chmod(temporary, 0o666 & ~_current_umask())
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load_bundle(model: str | os.PathLike | None = None) -> Bundle:

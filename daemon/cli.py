@@ -186,6 +186,7 @@ def _add_train_parser(subparsers, common: argparse.ArgumentParser) -> None:
     options.add_argument("--epochs", "--max-epochs", dest="train.max_epochs", metavar="N", type=int, help=_setting_help("train.max_epochs"))
     options.add_argument("--batch-size", dest="train.batch_size", metavar="N", type=int, help=_setting_help("train.batch_size"))
     options.add_argument("--learning-rate", dest="train.learning_rate", metavar="RATE", type=float, help=_setting_help("train.learning_rate"))
+    options.add_argument("--lr-patience", dest="train.lr_patience", metavar="EPOCHS", type=int, help=_setting_help("train.lr_patience"))
     options.add_argument("--patience", dest="train.patience", metavar="EPOCHS", type=int, help=_setting_help("train.patience"))
     options.add_argument("--validation-share", dest="train.validation_share", metavar="SHARE", type=float, help=_setting_help("train.validation_share"))
     options.add_argument("--seed", dest="train.seed", metavar="N", type=int, help=_setting_help("train.seed"))
@@ -309,6 +310,7 @@ def _train_command(args: argparse.Namespace) -> int:
         validation_share=settings.validation_share,
         batch_size=settings.batch_size,
         learning_rate=settings.learning_rate,
+        lr_patience=settings.lr_patience,
         patience=settings.patience,
         max_epochs=settings.max_epochs,
         seed=settings.seed,

@@ -11,7 +11,7 @@ training used.
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -58,6 +58,15 @@ class EvaluationReport:
     @property
     def out_of_vocabulary_share(self) -> float:
         return self.out_of_vocabulary_tokens / self.test_tokens if self.test_tokens else 0.0
+
+    def to_dict(self) -> dict:
+        """The report as plain JSON data, for model.json."""
+        values = asdict(self)
+        values["transpose"] = list(self.transpose)
+        values["bits_per_token"] = {score.model: round(score.bits_per_token, 4) for score in self.scores}
+        values["out_of_vocabulary_share"] = self.out_of_vocabulary_share
+        del values["scores"]
+        return values
 
 
 def evaluate(bundle: Bundle, test_pieces: Sequence[Piece], baseline_pieces: Sequence[Piece]) -> EvaluationReport:

@@ -52,9 +52,11 @@ class TrainingSettings:
     transpose_high: int = 6
     validation_share: float = 0.1
     batch_size: int = 64
-    learning_rate: float = 0.005
+    learning_rate: float = 0.01
+    # The learning rate halves after this many epochs without a better validation loss.
+    lr_patience: int = 2
     # Early stopping: stop after this many epochs without a better validation loss.
-    patience: int = 4
+    patience: int = 6
     # A safety limit only; early stopping ends a normal run.
     max_epochs: int = 200
     seed: int = 0
@@ -175,7 +177,8 @@ class TranspositionTable:
 
 def import_tensorflow():
     """Import TensorFlow quietly, or raise a clear error telling how to install it."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Level 3 keeps TensorFlow's C++ start-up chatter (CUDA probing, graph notices) off the terminal.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         import tensorflow as tf
     except ImportError as error:
@@ -292,6 +295,7 @@ def _fit(model, table: TranspositionTable, settings: TrainingSettings, rng, vali
     best_loss = float("inf")
     best_epoch = 0
     best_weights = model.get_weights()
+    learning_rate = settings.learning_rate
     epochs = []
     tokens_per_second = []
 
@@ -310,6 +314,7 @@ def _fit(model, table: TranspositionTable, settings: TrainingSettings, rng, vali
         tokens_per_second.append(int((targets >= 0).sum() / elapsed))
 
         losses = {key: float(values[-1]) for key, values in result.history.items()}
+        losses["learning_rate"] = learning_rate
         epochs.append(losses)
         if losses[monitor] < best_loss - 1e-4:
             best_loss, best_epoch = losses[monitor], epoch
@@ -317,6 +322,10 @@ def _fit(model, table: TranspositionTable, settings: TrainingSettings, rng, vali
         elif epoch - best_epoch >= settings.patience:
             log.info("early stopping after epoch %d: %s has not improved for %d epochs", epoch, monitor, settings.patience)
             break
+        elif (epoch - best_epoch) % settings.lr_patience == 0:
+            learning_rate /= 2
+            model.optimizer.learning_rate.assign(learning_rate)
+            log.info("%s has not improved for %d epochs: learning rate halved to %g", monitor, epoch - best_epoch, learning_rate)
     else:
         log.warning("stopped at the safety limit of %d epochs before early stopping", settings.max_epochs)
 
