@@ -55,25 +55,25 @@ class Stepper:
         # sigmoid gates sit side by side, and sigmoid(x) = 0.5 + 0.5 * tanh(x / 2), so
         # halving their columns lets one tanh over all four gates replace three sigmoids.
         order = np.concatenate([np.arange(0, 2 * n_a), np.arange(3 * n_a, 4 * n_a), np.arange(2 * n_a, 3 * n_a)])
-        gate_scale = np.ones(4 * n_a)
+        gate_scale = np.ones(4 * n_a, dtype=np.float32)
         gate_scale[:3 * n_a] = 0.5
-        kernel = weights.kernel.astype(np.float64)[:, order] * gate_scale
-        bias = weights.bias.astype(np.float64)[order] * gate_scale
+        kernel = weights.kernel.astype(np.float32)[:, order] * gate_scale
+        bias = weights.bias.astype(np.float32)[order] * gate_scale
 
         # One-hot input times the kernel is one kernel row: precompute row + bias per token.
         self._input_rows = kernel + bias
         self._zero_input_row = bias
-        self._recurrent = weights.recurrent_kernel.astype(np.float64)[:, order] * gate_scale
-        self._dense_kernel = weights.dense_kernel.astype(np.float64)
-        self._dense_bias = weights.dense_bias.astype(np.float64)
+        self._recurrent = weights.recurrent_kernel.astype(np.float32)[:, order] * gate_scale
+        self._dense_kernel = weights.dense_kernel.astype(np.float32)
+        self._dense_bias = weights.dense_bias.astype(np.float32)
 
-        self.a = np.zeros(n_a)
-        self.c = np.zeros(n_a)
+        self.a = np.zeros(n_a, dtype=np.float32)
+        self.c = np.zeros(n_a, dtype=np.float32)
 
     def reset(self) -> None:
         """Zero the state, as the notebook's a0 = c0 = 0."""
-        self.a = np.zeros(self.n_a)
-        self.c = np.zeros(self.n_a)
+        self.a = np.zeros(self.n_a, dtype=np.float32)
+        self.c = np.zeros(self.n_a, dtype=np.float32)
 
     def snapshot(self) -> LstmState:
         return LstmState(self.a.copy(), self.c.copy())

@@ -29,8 +29,8 @@ def test_stepper_matches_lstm_equations():
     for token in [None, 4, 17, 0, 35, 35, 2]:
         expected, a, c = reference_step(bundle.weights, token, a, c)
         probabilities = stepper.step(token)
-        np.testing.assert_allclose(probabilities, expected, atol=1e-12)
-        np.testing.assert_allclose(stepper.a, a, atol=1e-12)
+        np.testing.assert_allclose(probabilities, expected, atol=1e-6)
+        np.testing.assert_allclose(stepper.a, a, atol=1e-6)
 
 
 def test_snapshot_restore_and_reset():
@@ -52,5 +52,5 @@ def test_probabilities_sum_to_one():
 
     probabilities = stepper.step(None)
 
-    assert abs(probabilities.sum() - 1.0) < 1e-12
+    assert abs(probabilities.sum() - 1.0) < 1e-5
     assert (probabilities >= 0).all()
