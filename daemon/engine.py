@@ -57,6 +57,8 @@ from .tempo import TempoMap, validate_tempo
 log = logging.getLogger(__name__)
 
 START_MARGIN = 0.005  # seconds from a Start to its first onset, so that onset is not late
+# Longest wait in seconds of a status request for the commands queued before it.
+STATUS_WAIT = 0.2
 IDLE_WAIT = 1.0  # maximum single wait in seconds while nothing is scheduled
 # An onset this many seconds late (the machine stalled) restarts the time
 # grid from now instead of playing the missed notes in a burst.
@@ -139,6 +141,11 @@ class Engine:
             self._param_values.setdefault(member.name, {}).update(member.values)
 
         self._commands: queue.SimpleQueue[list[Command]] = queue.SimpleQueue()
+        # Batches queued and applied so far, so that `status` can report the
+        # state after every command accepted before it.
+        self._batches_queued = 0
+        self._batches_applied = 0
+        self._applied = threading.Condition()
         self._wake = threading.Event()
         self._closing = False
         self._finished = False
@@ -178,11 +185,27 @@ class Engine:
             return
         for command in batch:
             log.info("accepted %s", describe_command(command))
-        self._commands.put(batch)
+        with self._applied:
+            self._batches_queued += 1
+            self._commands.put(batch)
         self._wake.set()
 
+    def wait_applied(self, timeout: float = STATUS_WAIT) -> bool:
+        """Wait until the engine thread has applied every batch queued before this call; False on timeout."""
+        thread = self._thread
+        if thread is None or not thread.is_alive() or threading.current_thread() is thread:
+            return True
+        with self._applied:
+            target = self._batches_queued
+            return self._applied.wait_for(lambda: self._batches_applied >= target, timeout)
+
     def status(self) -> dict[str, int | float | str]:
-        """Return the current settings and position as key/value pairs, for the OSC status reply."""
+        """Return the current settings and position as key/value pairs, for the OSC status reply.
+
+        Commands accepted before the call are applied first (waiting at most
+        STATUS_WAIT seconds), so a status request right after a change reports it.
+        """
+        self.wait_applied()
         next_beat = self._next_beat
         running = self._running
         beat = next_beat
@@ -399,7 +422,12 @@ class Engine:
                 batch = self._commands.get_nowait()
             except queue.Empty:
                 return
-            self._apply_batch(batch)
+            try:
+                self._apply_batch(batch)
+            finally:
+                with self._applied:
+                    self._batches_applied += 1
+                    self._applied.notify_all()
 
     def _apply_batch(self, batch: list[Command]) -> None:
         """Apply a batch, and redraw the look-ahead once at the end when a command changes what the model draws."""

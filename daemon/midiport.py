@@ -323,6 +323,9 @@ def find_port(requested: str, available: Sequence[str], kind: str = "output") ->
     Raises MidiSystemError listing the matches when the part is ambiguous, and
     the available ports when nothing matches. `kind` names the ports in messages.
     """
+    if not requested:
+        raise MidiSystemError(f"empty MIDI {kind} port name; give the full name or a unique part of it")
+
     exact = [index for index, name in enumerate(available) if name == requested]
     if len(exact) == 1:
         return exact[0]

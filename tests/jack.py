@@ -22,6 +22,7 @@ import rtmidi
 SAMPLE_RATE = 48000
 PERIOD_FRAMES = 64
 START_TIMEOUT = 15.0  # seconds for jackd to accept clients
+CLIENT_TIMEOUT_MS = 5000  # jackd's default of 500 ms is too short on a busy machine
 
 
 class JackServerError(RuntimeError):
@@ -42,8 +43,14 @@ class JackServer:
         if jackd is None:
             raise JackServerError("jackd not found; install the Debian package jackd2")
 
-        # --no-realtime: containers and CI machines rarely grant realtime priority.
-        command = [jackd, "--no-realtime", "-n", self.name, "-d", "dummy", "-r", str(SAMPLE_RATE), "-p", str(PERIOD_FRAMES)]
+        # Containers and CI machines rarely grant realtime priority, hence
+        # --no-realtime. On a busy machine clients then run late: --sync makes the
+        # server wait for them so that no MIDI event is dropped, and a long
+        # client timeout keeps slow clients from being thrown out.
+        command = [
+            jackd, "--no-realtime", "--sync", "--timeout", str(CLIENT_TIMEOUT_MS), "-n", self.name,
+            "-d", "dummy", "-r", str(SAMPLE_RATE), "-p", str(PERIOD_FRAMES),
+        ]
         with open(self.log_path, "wb") as log_file:
             self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
 
@@ -82,10 +89,13 @@ def jack_ports() -> list[str]:
 
 
 def wait_for_port(name_part: str, timeout: float = 10.0) -> str:
-    """Wait until exactly one JACK port contains `name_part`; return its full name."""
+    """Wait until a JACK port has the full name `name_part`, or exactly one contains it; return its full name."""
     deadline = time.monotonic() + timeout
     while True:
-        matches = [port for port in jack_ports() if name_part in port]
+        ports = jack_ports()
+        if name_part in ports:
+            return name_part
+        matches = [port for port in ports if name_part in port]
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
@@ -106,14 +116,18 @@ _receiver_numbers = itertools.count(1)
 class Receiver:
     """A virtual JACK MIDI input that records every message it receives.
 
-    Each recorded message is a mido.Message whose `time` is the
-    time.perf_counter() value at arrival in seconds, not mido's usual delta.
+    Each recorded message is a mido.Message whose `time` is its arrival time
+    in seconds, not mido's usual delta: the time.perf_counter() value at the
+    first message plus the sum of python-rtmidi's delta times since. Under JACK
+    those deltas are read in JACK's process cycle, so the times keep the
+    accuracy of one JACK period even when the Python callback runs late.
     """
 
     def __init__(self, source: str | None = None) -> None:
         self.client_name = f"sideman-test-rx-{os.getpid()}-{next(_receiver_numbers)}"
         self.port_name = f"{self.client_name}:in"
         self._received: list[mido.Message] = []
+        self._clock: float | None = None
         self._arrived = threading.Condition()
 
         self._port = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=self.client_name)
@@ -121,16 +135,25 @@ class Receiver:
         self._port.ignore_types(sysex=False, timing=False, active_sense=True)
         self._port.set_callback(self._record)
         self._port.open_virtual_port("in")
-        if source is not None:
+        if source is None:
+            return
+        try:
             self.connect(source)
+        except BaseException:
+            self.close()
+            raise
 
     def connect(self, source: str) -> None:
         """Connect the JACK output port named by `source` (full name or unique part) to this receiver."""
         connect_ports(wait_for_port(source), self.port_name)
 
     def _record(self, event: tuple[list[int], float], data: object = None) -> None:
-        arrival = time.perf_counter()
-        message = mido.Message.from_bytes(event[0], time=arrival)
+        data_bytes, delta = event
+        if self._clock is None:
+            self._clock = time.perf_counter()
+        else:
+            self._clock += delta
+        message = mido.Message.from_bytes(data_bytes, time=self._clock)
         with self._arrived:
             self._received.append(message)
             self._arrived.notify_all()

@@ -245,6 +245,11 @@ def test_find_port_no_ports_at_all():
         find_port("loopMIDI", [])
 
 
+def test_find_port_empty_name():
+    with pytest.raises(MidiSystemError, match="empty MIDI output port name"):
+        find_port("", PORTS)
+
+
 def test_find_port_duplicate_full_names_are_ambiguous():
     with pytest.raises(MidiSystemError, match="ambiguous"):
         find_port("a:b", ["a:b", "a:b"])

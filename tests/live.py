@@ -1,0 +1,127 @@
+"""Run `sideman run` as a subprocess against the private JACK server, and talk OSC to it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+from tests.jack import Receiver, wait_for_port
+
+SIDEMAN = [sys.executable, "-m", "sideman.cli"]
+DAEMON_PORT = "sideman:out"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def osc_message(address: str, *arguments) -> bytes:
+    builder = OscMessageBuilder(address)
+    for argument in arguments:
+        builder.add_arg(argument)
+    return builder.build().dgram
+
+
+class LiveDaemon:
+    """A `sideman run` process, its receiver, and a UDP socket on 127.0.0.1 to steer it."""
+
+    def __init__(self, tmp_path: Path, *arguments: str, autoplay: bool = False):
+        """Start the daemon; without `autoplay` it starts playing once the receiver is connected."""
+        self.osc_port = free_udp_port()
+        self.log_path = tmp_path / "daemon.log"
+        self.out_path = tmp_path / "daemon.out"
+        autoplay_option = "--autoplay" if autoplay else "--no-autoplay"
+        command = [*SIDEMAN, "run", "--osc-port", str(self.osc_port), "--log-level", "debug", autoplay_option, *arguments]
+        with open(self.log_path, "wb") as log, open(self.out_path, "wb") as out:
+            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=log, env=dict(os.environ))
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.settimeout(5.0)
+        self.receiver: Receiver | None = None
+
+        try:
+            wait_for_port(DAEMON_PORT, timeout=20.0)
+            self.receiver = Receiver(DAEMON_PORT)
+            if not autoplay:
+                self.send("/sideman/start")
+        except BaseException:
+            self.close()
+            raise
+
+    def send(self, address: str, *arguments) -> None:
+        self.socket.sendto(osc_message(address, *arguments), ("127.0.0.1", self.osc_port))
+
+    def send_raw(self, datagram: bytes) -> None:
+        self.socket.sendto(datagram, ("127.0.0.1", self.osc_port))
+
+    def status(self) -> dict:
+        """Send /sideman/status and return the reply's key/value pairs."""
+        self.send("/sideman/status")
+        data, _ = self.socket.recvfrom(65536)
+        message = OscMessage(data)
+        assert message.address == "/sideman/status"
+        values = list(message.params)
+        return dict(zip(values[0::2], values[1::2]))
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def output(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def wait_for_notes(self, count: int, timeout: float = 20.0) -> list:
+        assert self.receiver is not None
+        return self.receiver.wait_for(lambda messages: sum(1 for m in messages if m.type == "note_on" and m.velocity > 0) >= count, timeout)
+
+    def stop_process(self, signum: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        self.process.send_signal(signum)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            # Let the last messages reach the receiver before it closes.
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        """End the daemon: SIGTERM first, so it closes its JACK client cleanly, then SIGKILL.
+
+        A killed client leaves the JACK server waiting for it until its client
+        timeout, which stalls every other client.
+        """
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+    def close(self) -> None:
+        self.kill()
+        if self.receiver is not None:
+            self.receiver.close()
+        self.socket.close()
+        # The next daemon must find the name sideman:out free again.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                wait_for_port(DAEMON_PORT, timeout=0)
+            except AssertionError:
+                break
+            time.sleep(0.1)
+
+    def __enter__(self) -> "LiveDaemon":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
