@@ -41,7 +41,7 @@ def read_corpus(paths: Sequence[str | Path], from_track: int | None = None, from
         if path.is_dir():
             files = [(file, file.relative_to(path).as_posix()) for file in find_midi_files(path)]
             if not files:
-                log.warning("corpus folder %s holds no .mid or .midi files", path)
+                log.warning("corpus folder %s contains no .mid or .midi files", path)
         else:
             files = [(path, path.name)]
 

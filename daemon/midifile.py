@@ -46,7 +46,7 @@ def load_midi_file(path: str | Path) -> mido.MidiFile:
 
 
 def collect_notes(midi: mido.MidiFile) -> dict[tuple[int, int], list[_RawNote]]:
-    """Every note of the file, grouped by (track index, channel 0-15), drums left out."""
+    """Collect every note of the file by (track index, channel 0-15), leaving out drums."""
     groups: dict[tuple[int, int], list[_RawNote]] = defaultdict(list)
     for track_index, track in enumerate(midi.tracks):
         sounding: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -70,7 +70,7 @@ def collect_notes(midi: mido.MidiFile) -> dict[tuple[int, int], list[_RawNote]]:
 
 
 def choose_group(groups: dict, from_track: int | None, from_channel: int | None, path) -> tuple[int, int]:
-    """The (track, channel) with the most notes among those the caller allows.
+    """Choose the (track, channel) with the most notes among those the caller allows.
 
     `from_track` counts from 1 (the first track in the file) and
     `from_channel` is 1-16, in the numbering musicians see.

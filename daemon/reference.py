@@ -13,7 +13,7 @@ from .training import import_tensorflow
 
 
 def notebook_layers(weights: LstmWeights):
-    """The shared `LSTM_cell` and `densor` layers, built and loaded with `weights`; also the reshaper."""
+    """Build the shared `LSTM_cell`, `densor` and reshaper layers of the notebook, loaded with `weights`."""
     tf = import_tensorflow()
     keras = tf.keras
     n_a = weights.n_a
@@ -31,7 +31,7 @@ def notebook_layers(weights: LstmWeights):
 
 
 def djmodel(tx: int, lstm_cell, densor, reshaper):
-    """The training model of the notebook: inputs X (m, Tx, n_values), a0, c0; outputs Tx softmax vectors."""
+    """Build the notebook's training model: inputs X (m, Tx, n_values), a0 and c0, and Tx softmax outputs."""
     tf = import_tensorflow()
     keras = tf.keras
     n_values = densor.units
@@ -52,7 +52,7 @@ def djmodel(tx: int, lstm_cell, densor, reshaper):
 
 
 def music_inference_model(lstm_cell, densor, ty: int = 100):
-    """The notebook's inference model: argmax of each output fed back as a one-hot input."""
+    """Build the notebook's inference model, which feeds the argmax of each output back as a one-hot input."""
     tf = import_tensorflow()
     keras = tf.keras
     n_values = densor.units

@@ -103,7 +103,7 @@ def prepare_corpus(pieces: Sequence[Piece], settings: TrainingSettings) -> Prepa
     """Tokenize the pieces, split them and build the vocabulary from the transposed training pieces."""
     pieces = unique_names([piece for piece in pieces if len(piece.notes) >= 2])
     if not pieces:
-        raise CorpusError("the corpus holds no piece with at least two notes")
+        raise CorpusError("the corpus contains no piece with at least two notes")
     training_pieces, validation_pieces = split_pieces(pieces, settings.validation_share, settings.seed)
 
     training = {piece.name: tokenize_notes(piece.notes, settings.encoding) for piece in training_pieces}
@@ -161,7 +161,7 @@ class TranspositionTable:
         }
 
     def epoch_windows(self, tx: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One epoch's windows: consecutive windows, random offset, one random transposition per window."""
+        """Cut one epoch's windows: consecutive windows from a random offset, one random transposition each."""
         all_inputs, all_targets = [], []
         for variants in self.sequences.values():
             length = len(variants[0])
@@ -187,9 +187,9 @@ def import_tensorflow():
 
 
 def build_sequence_model(n_a: int, vocabulary_size: int, tx: int):
-    """The training model: the shared cell as LSTM(return_sequences=True), then the shared densor.
+    """Build the training model: the shared cell as LSTM(return_sequences=True), then the shared densor.
 
-    Input: token indices (batch, tx), -1 for the zero input; output: softmax (batch, tx, vocabulary).
+    It takes token indices (batch, tx), with -1 for the zero input, and returns softmax outputs (batch, tx, vocabulary).
     """
     tf = import_tensorflow()
     keras = tf.keras

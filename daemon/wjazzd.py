@@ -35,7 +35,7 @@ ONSET_TRAIN_RESOLUTION = 0.005
 
 
 def is_wjazzd_folder(path: Path) -> bool:
-    """A folder holding score_csv.zip and df_solos.csv is read as the Weimar Jazz Database."""
+    """Tell whether `path` is a Weimar Jazz Database folder: one with score_csv.zip and df_solos.csv."""
     return path.is_dir() and (path / SCORE_ZIP).is_file() and (path / SOLOS_TABLE).is_file()
 
 
