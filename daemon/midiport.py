@@ -374,11 +374,13 @@ class MidiOutput:
     def send(self, message: mido.Message | Sequence[int]) -> None:
         """Send one message, a mido.Message or its bytes, at once."""
         # Called on the real-time path: no logging, no allocation beyond the bytes.
-        if self._port is None:
+        # The port is read once because `close` may run on another thread.
+        port = self._port
+        if port is None:
             raise MidiSystemError(f"MIDI output {self.name} is closed")
         data = message.bytes() if isinstance(message, mido.Message) else message
         try:
-            self._port.send_message(data)
+            port.send_message(data)
         except rtmidi.RtMidiError as error:
             raise MidiSystemError(f"sending to MIDI output {self.name} failed: {error}") from error
 
