@@ -1,4 +1,4 @@
-"""The `sideman` command line: run, train, generate, evaluate and ports.
+"""The `sideman` command line: run, train, generate, evaluate, ports and plugins.
 
 This module is imported by every `sideman` call, `--help` included, so it
 imports only the standard library and the settings schema at the top.
@@ -74,6 +74,13 @@ def settings_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
     for plugin, name, value in getattr(args, "plugin_params", None) or ():
         overrides.setdefault("plugins", {}).setdefault(plugin, {})[name] = value
+
+    # --prime and --prime-phrase are shortcuts for a seeder and its one parameter.
+    for option, seeder, param in (("prime", "file", "path"), ("prime_phrase", "phrase", "notes")):
+        value = getattr(args, option, None)
+        if value is not None:
+            overrides.setdefault("run", {})["seeder"] = seeder
+            overrides.setdefault("plugins", {}).setdefault(seeder, {})[param] = value
     return overrides
 
 
@@ -138,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(subparsers, common)
     _add_evaluate_parser(subparsers, common)
     _add_ports_parser(subparsers, common)
+    _add_plugins_parser(subparsers, common)
     return parser
 
 
@@ -215,6 +223,10 @@ def _add_ports_parser(subparsers, common: argparse.ArgumentParser) -> None:
     _add_midi_backend_option(parser)
 
 
+def _add_plugins_parser(subparsers, common: argparse.ArgumentParser) -> None:
+    _add_command(subparsers, common, "plugins", _plugins_command, "list the installed samplers and seeders with their parameters, defaults and ranges")
+
+
 def _add_command(subparsers, common: argparse.ArgumentParser, name: str, command: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(name, parents=[common], help=help, description=help[0].upper() + help[1:] + ".")
     parser.set_defaults(command=command)
@@ -229,6 +241,10 @@ def _add_playing_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tempo", dest="run.tempo", metavar="BPM", type=float, help=_setting_help("run.tempo"))
     parser.add_argument("--seed", dest="run.seed", metavar="N", type=int, help=_setting_help("run.seed"))
     parser.add_argument("--sampler", dest="run.sampler", metavar="CHAIN", help=_setting_help("run.sampler"))
+    parser.add_argument("--seeder", dest="run.seeder", metavar="NAME", help=_setting_help("run.seeder"))
+    priming = parser.add_mutually_exclusive_group()
+    priming.add_argument("--prime", metavar="FILE.mid", help="prime the model with the melodic line of this MIDI file before playing (the file seeder; file.bars selects bars)")
+    priming.add_argument("--prime-phrase", metavar="PHRASE", help='prime the model with a phrase in note names and beats before playing, e.g. "F4:1 A4:0.5 r:1" (the phrase seeder, C4 = 60)')
     parser.add_argument(
         "--param", dest="plugin_params", metavar="PLUGIN.NAME=VALUE", type=plugin_param, action="append",
         help="set a plugin parameter, e.g. temperature.value=0.8; repeat for several (default: the [plugins.<name>] tables of the settings)",
@@ -262,25 +278,28 @@ def _setting_help(key: str) -> str:
 
 def _run_command(args: argparse.Namespace) -> int:
     from sideman.daemon import RunOptions, run_daemon
-    from sideman.registry import load_samplers
+    from sideman.registry import all_plugins, load_all
 
-    samplers = load_samplers()
-    settings = load_command_settings(args, samplers)
-    return run_daemon(settings, samplers, RunOptions(record=args.record, duration=args.duration, show=args.show))
+    samplers, seeders = load_all()
+    settings = load_command_settings(args, all_plugins(samplers, seeders))
+    return run_daemon(settings, samplers, RunOptions(record=args.record, duration=args.duration, show=args.show), seeders)
 
 
 def _generate_command(args: argparse.Namespace) -> int:
     from sideman.bundle import load_bundle
     from sideman.improviser import Improviser
-    from sideman.registry import load_samplers
+    from sideman.registry import all_plugins, load_all
     from sideman.render import render, write_midi
     from sideman.sampling import build_chain
+    from sideman.seeding import apply_seeder, build_seeder
 
-    samplers = load_samplers()
-    settings = load_command_settings(args, samplers)
+    samplers, seeders = load_all()
+    settings = load_command_settings(args, all_plugins(samplers, seeders))
     bundle = load_bundle(settings.run.model)
     chain = build_chain(settings.run.sampler, samplers, settings.plugins)
+    seeder = build_seeder(settings.run.seeder, seeders, settings.plugins)
     improviser = Improviser(bundle, chain, settings.run.seed)
+    apply_seeder(seeder, improviser)
 
     rendering = render(improviser, args.notes, settings.run.tempo, settings.run.gate, settings.run.velocity, settings.run.channel - 1)
     try:
@@ -353,6 +372,45 @@ def _ports_command(args: argparse.Namespace) -> int:
         if not names:
             print("  (none)")
     return 0
+
+
+def _plugins_command(args: argparse.Namespace) -> int:
+    from sideman.registry import load_all
+
+    load_command_settings(args)
+    samplers, seeders = load_all()
+    print(format_plugins(samplers, seeders))
+    return 0
+
+
+def format_plugins(samplers: dict[str, type], seeders: dict[str, type]) -> str:
+    """List plugins with their help, then one line per parameter: name, type, default, allowed values and help."""
+    lines = []
+    for title, plugins in (("Samplers", samplers), ("Seeders", seeders)):
+        lines.append(f"{title}:")
+        if not plugins:
+            lines.append("  (none)")
+        for name in sorted(plugins):
+            plugin = plugins[name]
+            lines.append(f"  {name}: {plugin.help}")
+            for param in plugin.params:
+                lines.append(f"      {name}.{param.name} ({_describe_param(param)}): {param.help}")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def _describe_param(param) -> str:
+    """Describe a parameter's type, default and allowed values, e.g. "float, default 1.0, 0.05 to 5.0"."""
+    if isinstance(param.default, bool):
+        default = "true" if param.default else "false"
+    elif isinstance(param.default, str):
+        default = repr(param.default)
+    else:
+        default = str(param.default)
+    text = f"{param.type.__name__}, default {default}"
+    allowed = param.describe_range()
+    # describe_range falls back to the type name when nothing limits the value.
+    return text if allowed == param.type.__name__ else f"{text}, {allowed}"
 
 
 if __name__ == "__main__":

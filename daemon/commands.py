@@ -56,4 +56,13 @@ class SetParam:
     value: Any
 
 
-Command = SetTempo | Reseed | Prime | Start | Stop | Panic | Reset | SetSampler | SetParam
+@dataclass(frozen=True)
+class ApplySeeder:
+    """Apply a seeder by name, with its parameter values as set by config, CLI and SetParam."""
+
+    seeder: str
+    # The seeder instance, prepared by the engine's validation; None as sent.
+    prepared: Any = None
+
+
+Command = SetTempo | Reseed | Prime | Start | Stop | Panic | Reset | SetSampler | SetParam | ApplySeeder

@@ -12,6 +12,7 @@ This module imports no TensorFlow: the engine steps the model with numpy.
 """
 
 import logging
+import queue
 import signal
 import sys
 import threading
@@ -49,27 +50,35 @@ class RunOptions:
     show: bool = False
 
 
-def run_daemon(settings: Settings, samplers: dict[str, type], options: RunOptions) -> int:
-    """Run the daemon with validated `settings` until SIGINT, SIGTERM or `options.duration`; return the exit code."""
+def run_daemon(settings: Settings, samplers: dict[str, type], options: RunOptions, seeders: dict[str, type] | None = None) -> int:
+    """Run the daemon with validated `settings` until SIGINT, SIGTERM or `options.duration`; return the exit code.
+
+    `seeders` defaults to the installed ones; `settings.run.seeder` seeds the model before play starts.
+    """
     from .bundle import load_bundle
     from .improviser import Improviser
+    from .registry import load_seeders
     from .sampling import build_chain
+    from .seeding import apply_seeder, build_seeder
 
-    logger.info("samplers installed: %s", ", ".join(sorted(samplers)) or "none")
+    seeders = load_seeders() if seeders is None else seeders
+    logger.info("samplers installed: %s; seeders installed: %s", ", ".join(sorted(samplers)) or "none", ", ".join(sorted(seeders)) or "none")
     chain = build_chain(settings.run.sampler, samplers, settings.plugins)
+    seeder = build_seeder(settings.run.seeder, seeders, settings.plugins)
     bundle = load_bundle(settings.run.model)
     logger.info("loaded model %s (n_a = %d, %d tokens)", bundle.path, bundle.n_a, len(bundle.vocabulary))
     improviser = Improviser(bundle, chain, settings.run.seed)
+    apply_seeder(seeder, improviser)
 
     shutdown_requested = threading.Event()
     with shutdown_signals(shutdown_requested), ExitStack() as resources:
-        engine = _start_playing(settings, samplers, improviser, options, resources)
+        engine = _start_playing(settings, samplers, seeders, improviser, options, resources)
         _start_osc(settings, engine, resources)
         logger.info("sideman is running; stop it with Ctrl-C or SIGTERM")
         _wait_for_end(shutdown_requested, engine, options.duration)
 
     if engine.failure is not None:
-        raise SidemanError(f"playing stopped because of an error: {engine.failure}")
+        raise SidemanError(f"playing stopped because of an error: {engine.failure}") from engine.failure
     logger.info("sideman stopped")
     return 0
 
@@ -90,7 +99,7 @@ def _wait_for_end(shutdown_requested: threading.Event, engine: "Engine", duratio
             return
 
 
-def _start_playing(settings: Settings, samplers: dict[str, type], improviser: "Improviser", options: RunOptions, resources: ExitStack) -> "Engine":
+def _start_playing(settings: Settings, samplers: dict[str, type], seeders: dict[str, type], improviser: "Improviser", options: RunOptions, resources: ExitStack) -> "Engine":
     """Open the MIDI output and start the engine thread; register their shutdown on `resources`.
 
     `resources` closes in reverse order: the engine releases its notes and
@@ -105,6 +114,12 @@ def _start_playing(settings: Settings, samplers: dict[str, type], improviser: "I
     resources.callback(output.close)
 
     recorder = Recorder(options.record) if options.record is not None else None
+    printer = None
+    if options.show:
+        printer = QueuedNotePrinter(NotePrinter(sys.stdout))
+        printer.start()
+        resources.callback(printer.close)
+
     engine = Engine(
         improviser,
         output,
@@ -115,8 +130,9 @@ def _start_playing(settings: Settings, samplers: dict[str, type], improviser: "I
         channel=settings.run.channel - 1,
         autoplay=settings.run.autoplay,
         registry=samplers,
+        seeders=seeders,
         params=settings.plugins,
-        on_note=NotePrinter(sys.stdout) if options.show else None,
+        on_note=printer,
         recorder=recorder,
         model_name=improviser.bundle.metadata.get("name") or improviser.bundle.path,
     )
@@ -185,3 +201,45 @@ class NotePrinter:
         except (OSError, ValueError) as error:
             # A closed pipe (`sideman run --show | head`) must not stop the music.
             logger.debug("could not print a note: %s", error)
+
+
+class QueuedNotePrinter:
+    """Hand notes to a NotePrinter on a thread of its own, so a blocked stdout never stalls the clock.
+
+    `sideman run --show | less` with the pager paused fills the pipe, and a
+    write on the engine thread would then hold back every note_off. Events
+    beyond `max_pending` are dropped and counted instead.
+    """
+
+    def __init__(self, printer: NotePrinter, max_pending: int = 1024):
+        self._printer = printer
+        self._events: queue.Queue = queue.Queue(maxsize=max_pending)
+        self._thread = threading.Thread(target=self._print_events, name="sideman-show", daemon=True)
+        self.dropped = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def __call__(self, event: "NoteEvent") -> None:
+        try:
+            self._events.put_nowait(event)
+        except queue.Full:
+            self.dropped += 1
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Print what is queued, within `timeout` seconds, and stop the thread."""
+        try:
+            self._events.put(None, timeout=timeout)
+        except queue.Full:
+            logger.warning("--show output is blocked; %d queued notes not printed", self._events.qsize())
+            return
+        self._thread.join(timeout)
+        if self.dropped:
+            logger.warning("--show output could not keep up: %d notes not printed", self.dropped)
+
+    def _print_events(self) -> None:
+        while True:
+            event = self._events.get()
+            if event is None:
+                return
+            self._printer(event)

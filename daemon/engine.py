@@ -26,9 +26,14 @@ at the beat position where play stopped. Reset zeroes the model state and
 leaves the transport alone. Panic releases every note and keeps state and
 transport.
 
-Parameters. SetParam is accepted for any installed sampler, in the chain or
-not. Values are kept per plugin name: they apply at once to a member of the
-current chain and to every chain built later that contains that plugin.
+Parameters. SetParam is accepted for any installed sampler or seeder, in
+the chain or not. Values are kept per plugin name: they apply at once to a
+member of the current chain and to every chain or seeder built later from
+that plugin. A SetParam before an ApplySeeder in the same batch applies to it.
+
+Seeders. An ApplySeeder command is prepared (files read, phrases parsed) in the
+caller's thread during `apply`, so a bad request is rejected there, and the
+loop only feeds the prepared tokens into the state between two notes.
 """
 
 import bisect
@@ -43,15 +48,20 @@ from typing import Any, Callable, Protocol, Sequence
 import mido
 
 from .clock import Clock
-from .commands import Command, Panic, Prime, Reset, Reseed, SetParam, SetSampler, SetTempo, Start, Stop
+from .commands import ApplySeeder, Command, Panic, Prime, Reset, Reseed, SetParam, SetSampler, SetTempo, Start, Stop
 from .encoding import Token
 from .errors import InvalidInputError, SettingsError
 from .improviser import Improviser
 from .notenames import pitch_name
+from .params import find_param
+from .plugins.filters import PitchRange, Repetition, TopK, TopP
 from .plugins.samplers import Greedy, Temperature
+from .plugins.scale import Scale
+from .plugins.seeders import MidiFilePhrase, OneToken, Phrase, Zero
 from .recorder import Recorder
 from .render import validate_channel, validate_gate, validate_velocity
 from .sampling import Sampler, SamplerChain, build_chain
+from .seeding import PhraseSeeder, Seeder, build_seeder, phrase_tokens, prime_phrase
 from .tempo import TempoMap, validate_tempo
 
 log = logging.getLogger(__name__)
@@ -69,9 +79,13 @@ MAX_PRIME_TOKENS = 1024
 PRIME_ITEMS_LOGGED = 16
 ALL_NOTES_OFF = 123  # MIDI control change number
 
-DEFAULT_REGISTRY: dict[str, type[Sampler]] = {"greedy": Greedy, "temperature": Temperature}
+# The built-in plugins, for an engine made without the registry's tables (tests, embedding).
+DEFAULT_REGISTRY: dict[str, type[Sampler]] = {
+    plugin.name: plugin for plugin in (Greedy, Temperature, TopK, TopP, PitchRange, Repetition, Scale)
+}
+DEFAULT_SEEDERS: dict[str, type[Seeder]] = {plugin.name: plugin for plugin in (Zero, OneToken, Phrase, MidiFilePhrase)}
 # Commands that change what the model draws, so the look-ahead note is drawn again.
-_REDRAWING = (Reseed, Prime, Reset, SetSampler, SetParam)
+_REDRAWING = (Reseed, Prime, Reset, SetSampler, SetParam, ApplySeeder)
 
 
 class MessageOutput(Protocol):
@@ -116,6 +130,7 @@ class Engine:
         channel: int = 0,
         autoplay: bool = True,
         registry: dict[str, type[Sampler]] | None = None,
+        seeders: dict[str, type[Seeder]] | None = None,
         params: dict[str, dict[str, Any]] | None = None,
         on_note: Callable[[NoteEvent], None] | None = None,
         recorder: Recorder | None = None,
@@ -129,9 +144,10 @@ class Engine:
         self._velocity = validate_velocity(velocity)
         self._channel = validate_channel(channel)
         self._registry = dict(registry) if registry is not None else dict(DEFAULT_REGISTRY)
+        self._seeders = dict(seeders) if seeders is not None else dict(DEFAULT_SEEDERS)
         self._on_note = on_note
         self._recorder = recorder
-        self.model_name = model_name or str(improviser.bundle.metadata.get("name", ""))
+        self.model_name = str(model_name or improviser.bundle.metadata.get("name", ""))
         self._steps_per_beat = improviser.steps_per_beat
         self._fallback_chain = SamplerChain([], Greedy())
 
@@ -169,6 +185,7 @@ class Engine:
         self._next_index = self._draw(0.0)
 
         if autoplay:
+            self._batches_queued += 1
             self._commands.put([Start()])
             self._wake.set()
 
@@ -180,7 +197,9 @@ class Engine:
         Raises InvalidInputError (SettingsError for settings) naming the first
         invalid command and the reason. Then nothing of the batch is queued.
         """
-        batch = [self._validate(command) for command in commands]
+        # Parameter values as they will be when each command applies, for the seeders of this batch.
+        pending = {name: dict(values) for name, values in self._param_values.items()}
+        batch = [self._validate(command, pending) for command in commands]
         if not batch:
             return
         for command in batch:
@@ -353,7 +372,8 @@ class Engine:
         self._next_time = next_time
         self._checkpoint = self._improviser.checkpoint()
         self._next_index = self._draw(next_beat)
-        log.debug("beat %.3f: %s for %.3f beats", beat, pitch_name(token.pitch), beats)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("beat %.3f: %s for %.3f beats", beat, pitch_name(token.pitch), beats)
 
         if token.pitch is not None and self._on_note is not None:
             self._notify(NoteEvent(onset_time - self._origin, beat, token, pitch_name(token.pitch), beats))
@@ -436,7 +456,15 @@ class Engine:
             if isinstance(command, _REDRAWING) and not rolled_back:
                 self._improviser.rollback(self._checkpoint)
                 rolled_back = True
-            self._appliers[type(command)](self, command)
+            try:
+                self._appliers[type(command)](self, command)
+            except Exception:
+                # A command that passed validation but fails here (a plugin's
+                # bug, an extreme value) must not stop the music: it is dropped
+                # and the look-ahead is drawn again from the checkpoint.
+                log.exception("could not apply %s; play goes on without it", describe_command(command))
+                self._improviser.rollback(self._checkpoint)
+                rolled_back = True
 
         if rolled_back:
             self._checkpoint = self._improviser.checkpoint()
@@ -450,8 +478,10 @@ class Engine:
         self._improviser.reseed(command.seed)
 
     def _apply_prime(self, command: Prime) -> None:
-        tokens = [Token(pitch, max(1, round(beats * self._steps_per_beat))) for pitch, beats in command.phrase]
-        self._improviser.prime(tokens)
+        prime_phrase(self._improviser, phrase_tokens(command.phrase, self._steps_per_beat))
+
+    def _apply_seed(self, command: ApplySeeder) -> None:
+        command.prepared.seed(self._improviser)
 
     def _apply_start(self, command: Start) -> None:
         if self._running:
@@ -480,7 +510,10 @@ class Engine:
         self._improviser.chain = build_chain(command.names, self._registry, self._param_values)
 
     def _apply_param(self, command: SetParam) -> None:
-        self._param_values.setdefault(command.plugin, {})[command.name] = command.value
+        # Replaced, never changed in place: `apply` reads it from other threads.
+        values = {name: dict(plugin_values) for name, plugin_values in self._param_values.items()}
+        values.setdefault(command.plugin, {})[command.name] = command.value
+        self._param_values = values
         for member in self._improviser.chain.members():
             if member.name == command.plugin:
                 member.set_param(command.name, command.value)
@@ -495,10 +528,15 @@ class Engine:
         Reset: _apply_reset,
         SetSampler: _apply_sampler,
         SetParam: _apply_param,
+        ApplySeeder: _apply_seed,
     }
 
-    def _validate(self, command: Command) -> Command:
-        """Return the command with its values converted, or raise InvalidInputError saying why it is invalid."""
+    def _validate(self, command: Command, pending: dict[str, dict[str, Any]]) -> Command:
+        """Return the command with its values converted, or raise InvalidInputError saying why it is invalid.
+
+        `pending` contains the parameter values as they will be when the
+        command applies. A SetParam updates it for the commands after it.
+        """
         if isinstance(command, SetTempo):
             return SetTempo(validate_tempo(command.bpm))
         if isinstance(command, Reseed):
@@ -511,20 +549,34 @@ class Engine:
             build_chain(names, self._registry)
             return SetSampler(names)
         if isinstance(command, SetParam):
-            return replace(command, value=self._convert_param(command))
+            converted = replace(command, value=self._convert_param(command))
+            pending.setdefault(command.plugin, {})[command.name] = converted.value
+            return converted
+        if isinstance(command, ApplySeeder):
+            return ApplySeeder(command.seeder, self._prepare_seeder(command.seeder, pending))
         if isinstance(command, (Start, Stop, Panic, Reset)):
             return command
         raise InvalidInputError(f"unknown engine command {command!r}")
 
     def _convert_param(self, command: SetParam) -> Any:
-        plugin = self._registry.get(command.plugin)
+        plugin = self._registry.get(command.plugin) or self._seeders.get(command.plugin)
         if plugin is None:
-            raise SettingsError(f"unknown sampler {command.plugin!r}; installed: {', '.join(sorted(self._registry))}")
-        for param in plugin.params:
-            if param.name == command.name:
-                return param.convert(command.value, command.plugin)
-        known = ", ".join(param.name for param in plugin.params) or "none"
-        raise SettingsError(f"sampler {command.plugin!r} has no parameter {command.name!r} (parameters: {known})")
+            raise SettingsError(
+                f"unknown sampler or seeder {command.plugin!r}; samplers: {', '.join(sorted(self._registry))}; "
+                f"seeders: {', '.join(sorted(self._seeders)) or 'none'}"
+            )
+        return find_param(plugin, command.name).convert(command.value, command.plugin)
+
+    def _prepare_seeder(self, name: str, pending: dict[str, dict[str, Any]]) -> Seeder:
+        """Build and prepare a seeder in the caller's thread; raise InvalidInputError when its input is invalid."""
+        seeder = build_seeder(name, self._seeders, pending)
+        seeder.prepare(self._improviser)
+        if isinstance(seeder, PhraseSeeder) and seeder.prepared_length > MAX_PRIME_TOKENS:
+            raise InvalidInputError(
+                f"seeder {name!r} would prime {seeder.prepared_length} notes and rests between two notes, "
+                f"at most {MAX_PRIME_TOKENS}: choose fewer bars"
+            )
+        return seeder
 
 
 def validate_seed(seed: int) -> int:
@@ -565,7 +617,9 @@ def describe_command(command: Command) -> str:
     if isinstance(command, SetSampler):
         return f"sampler chain {' '.join(command.names)!r}"
     if isinstance(command, SetParam):
-        return f"sampler parameter {command.plugin}.{command.name} = {command.value!r}"
+        return f"plugin parameter {command.plugin}.{command.name} = {command.value!r}"
+    if isinstance(command, ApplySeeder):
+        return f"seeder {command.seeder!r}"
     return type(command).__name__.lower()
 
 

@@ -39,7 +39,7 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.parsing import osc_types
 
-from .commands import Command, Panic, Prime, Reseed, Reset, SetParam, SetSampler, SetTempo, Start, Stop
+from .commands import ApplySeeder, Command, Panic, Prime, Reseed, Reset, SetParam, SetSampler, SetTempo, Start, Stop
 from .errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
@@ -259,6 +259,12 @@ def _param(args: list[Any]) -> SetParam:
     return SetParam(plugin, name, value)
 
 
+def _seeder(args: list[Any]) -> ApplySeeder:
+    """Translate a seeder request. Its parameters come from /sideman/param messages, e.g. in the same bundle."""
+    _check_count(args, 1, "1 argument (seeder name, e.g. \"phrase\")")
+    return ApplySeeder(_name(args[0], "seeder name"))
+
+
 def _without_arguments(make_action: Callable[[], Action]) -> Callable[[list[Any]], Action]:
     def translate(args: list[Any]) -> Action:
         _check_count(args, 0, "no arguments")
@@ -277,6 +283,7 @@ _TRANSLATORS: dict[str, Callable[[list[Any]], Action]] = {
     f"{PREFIX}/reset": _without_arguments(Reset),
     f"{PREFIX}/sampler": _sampler,
     f"{PREFIX}/param": _param,
+    f"{PREFIX}/seeder": _seeder,
     STATUS_ADDRESS: _without_arguments(StatusRequest),
 }
 

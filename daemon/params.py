@@ -6,7 +6,7 @@ so an out-of-range value is rejected with the allowed range in the message.
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, ClassVar
 
 from .errors import SettingsError
 
@@ -22,6 +22,9 @@ class Param:
     low: float | None = None
     high: float | None = None
     choices: tuple | None = None
+    # Checks a converted value that a range cannot describe, such as a key name;
+    # raises ValueError with the reason, which the SettingsError then quotes.
+    check: Callable[[Any], None] | None = None
 
     def describe_range(self) -> str:
         if self.choices is not None:
@@ -48,7 +51,43 @@ class Param:
             raise SettingsError(f"invalid value {value!r} for {label}: expected {self.describe_range()}")
         if self.low is not None and converted < self.low or self.high is not None and converted > self.high:
             raise SettingsError(f"value {value!r} for {label} is out of range: allowed {self.describe_range()}")
+        if self.check is not None:
+            try:
+                self.check(converted)
+            except ValueError as error:
+                raise SettingsError(f"invalid value {value!r} for {label}: {error}") from error
         return converted
+
+
+class Plugin:
+    """Base of samplers and seeders: a name, declared parameters and their current values."""
+
+    # "sampler" or "seeder", for messages.
+    kind: ClassVar[str] = "plugin"
+    name: ClassVar[str] = ""
+    params: ClassVar[tuple[Param, ...]] = ()
+    help: ClassVar[str] = ""
+
+    def __init__(self, **values: Any):
+        self.values = {param.name: param.default for param in self.params}
+        for key, value in values.items():
+            self.set_param(key, value)
+
+    def set_param(self, key: str, value: Any) -> Any:
+        """Set one declared parameter; raise SettingsError for an unknown key or a bad value."""
+        param = find_param(type(self), key)
+        converted = param.convert(value, self.name)
+        self.values[key] = converted
+        return converted
+
+
+def find_param(plugin: type[Plugin], key: str) -> Param:
+    """Return the declared parameter `key` of `plugin`; raise SettingsError listing the declared ones."""
+    for param in plugin.params:
+        if param.name == key:
+            return param
+    known = ", ".join(param.name for param in plugin.params) or "none"
+    raise SettingsError(f"{plugin.kind} {plugin.name!r} has no parameter {key!r} (parameters: {known})")
 
 
 def _convert_type(value: Any, kind: type) -> Any:

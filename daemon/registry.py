@@ -23,8 +23,27 @@ def load_samplers() -> dict[str, type]:
 
 
 def load_seeders() -> dict[str, type]:
-    """Return every loadable seeder class by name."""
-    return load_plugins(SEEDER_GROUP, None)
+    """Return every loadable seeder class by name; the classes derive from sideman.seeding.Seeder."""
+    from .seeding import Seeder
+
+    return load_plugins(SEEDER_GROUP, Seeder)
+
+
+def load_all() -> tuple[dict[str, type], dict[str, type]]:
+    """Return (samplers, seeders). Both kinds share one namespace of settings, so a seeder named like a sampler is left out."""
+    samplers = load_samplers()
+    seeders = {}
+    for name, seeder in load_seeders().items():
+        if name in samplers:
+            logger.warning("seeder %r (%s.%s) left out: a sampler of that name is installed and plugin names must be unique", name, seeder.__module__, seeder.__qualname__)
+            continue
+        seeders[name] = seeder
+    return samplers, seeders
+
+
+def all_plugins(samplers: dict[str, type], seeders: dict[str, type]) -> dict[str, type]:
+    """Merge samplers and seeders by name, for `[plugins.<name>]` settings, `--param` and /sideman/param."""
+    return {**seeders, **samplers}
 
 
 def load_plugins(group: str, base: type | None) -> dict[str, type]:

@@ -6,20 +6,23 @@ group `sideman.samplers`; built-ins are registered there like third-party
 ones.
 """
 
+import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 
 from .errors import SettingsError
-from .params import Param
+from .params import Plugin
 from .vocabulary import Vocabulary
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
 class SamplerContext:
-    """What a sampler may look at besides the probabilities."""
+    """Context of a sampler's choice besides the probabilities: vocabulary, generator, recent tokens, beat."""
 
     vocabulary: Vocabulary
     rng: np.random.Generator
@@ -27,33 +30,24 @@ class SamplerContext:
     recent: deque = field(default_factory=lambda: deque(maxlen=64))
     # Beat position of the onset being chosen, in beats since the transport started.
     beat: float = 0.0
+    # Indices of the latest phrase a seeder primed the state with, oldest
+    # first. A reset keeps them, so `scale auto` can still estimate the tune's key.
+    seed_tokens: tuple[int, ...] = ()
 
 
-class Sampler:
+class Sampler(Plugin):
     """Base of filters and choosers: a name, declared parameters and their current values."""
 
-    name: ClassVar[str] = ""
-    params: ClassVar[tuple[Param, ...]] = ()
-    help: ClassVar[str] = ""
-
-    def __init__(self, **values: Any):
-        self.values = {param.name: param.default for param in self.params}
-        for key, value in values.items():
-            self.set_param(key, value)
-
-    def set_param(self, key: str, value: Any) -> Any:
-        """Set one declared parameter; raise SettingsError for an unknown key or a bad value."""
-        for param in self.params:
-            if param.name == key:
-                converted = param.convert(value, self.name)
-                self.values[key] = converted
-                return converted
-        known = ", ".join(param.name for param in self.params) or "none"
-        raise SettingsError(f"sampler {self.name!r} has no parameter {key!r} (parameters: {known})")
+    kind: ClassVar[str] = "sampler"
 
 
 class Filter(Sampler):
-    """Reshapes the distribution; the result need not sum to one."""
+    """Reshapes the distribution; the result need not sum to one.
+
+    `reshape` may return the array it was given, changed in place. It must
+    leave some mass (degrading to the rests or to its input rather than to
+    all zeros) and must not raise for any valid distribution.
+    """
 
     def reshape(self, probabilities: np.ndarray, context: SamplerContext) -> np.ndarray:
         raise NotImplementedError
@@ -112,3 +106,21 @@ def build_chain(names: Sequence[str], registry: dict[str, type[Sampler]], values
         if not isinstance(sampler, Filter):
             raise SettingsError(f"{sampler.name!r} chooses a token, so it can only come last in a sampler chain")
     return SamplerChain(filters, chooser)
+
+
+def nonempty_or_fallback(filtered: np.ndarray, original: np.ndarray, context: SamplerContext, name: str) -> np.ndarray:
+    """Return `filtered` when it keeps some mass; else the rests of `original`, else `original` itself.
+
+    A filter that would remove every token calls this, so that its output
+    is never all zeros (NaN after normalising).
+    """
+    total = float(filtered.sum())
+    if total > 0.0 and np.isfinite(total):
+        return filtered
+
+    rests = np.where(context.vocabulary.rest_mask, original, 0.0)
+    if float(rests.sum()) > 0.0:
+        logger.debug("sampler %r removed every token: keeping the rests' mass", name)
+        return rests
+    logger.debug("sampler %r removed every token and there is no rest mass: keeping the unfiltered distribution", name)
+    return original

@@ -21,7 +21,7 @@ import pytest
 
 from sideman import cli
 from sideman.bundle import save_bundle
-from sideman.daemon import NotePrinter, shutdown_signals
+from sideman.daemon import NotePrinter, QueuedNotePrinter, shutdown_signals
 from sideman.encoding import Token
 from sideman.engine import NoteEvent
 
@@ -529,6 +529,41 @@ def test_note_printer_format():
     printer(NoteEvent(seconds=13.0, beat=26.0, token=Token(60, 12), name="C4", beats=1.0))
 
     assert stream.text == "  12.250 s  F#4   0.50 beats\n  13.000 s  C4    1.00 beats\n"
+
+
+def test_queued_printer_prints_in_order():
+    stream = ListStream()
+    printer = QueuedNotePrinter(NotePrinter(stream))
+    printer.start()
+
+    for index in range(5):
+        printer(NoteEvent(seconds=float(index), beat=float(index), token=Token(60, 12), name="C4", beats=1.0))
+    printer.close()
+
+    assert stream.text.count("C4") == 5
+    assert stream.text.splitlines()[0] == "   0.000 s  C4    1.00 beats"
+
+
+def test_queued_printer_drops_when_blocked():
+    release = threading.Event()
+
+    class BlockedStream(ListStream):
+        def write(self, text):
+            release.wait(5)
+            super().write(text)
+
+    stream = BlockedStream()
+    printer = QueuedNotePrinter(NotePrinter(stream), max_pending=2)
+    printer.start()
+    event = NoteEvent(seconds=0.0, beat=0.0, token=Token(60, 12), name="C4", beats=1.0)
+
+    for _ in range(10):
+        printer(event)
+    release.set()
+    printer.close()
+
+    assert printer.dropped >= 7
+    assert stream.text.count("C4") == 10 - printer.dropped
 
 
 def test_note_printer_survives_closed_stream():

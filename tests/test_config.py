@@ -14,6 +14,7 @@ from sideman.config.loader import DEFAULT_FILE, load_settings, validate_plugin_p
 from sideman.encoding import EncodingSettings
 from sideman.errors import SettingsError
 from sideman.plugins.samplers import Greedy, Temperature
+from sideman.seeding import Seeder
 from sideman.sampling import Sampler
 from sideman.training import TrainingSettings
 
@@ -455,7 +456,7 @@ def test_registry_keeps_first_duplicate(monkeypatch, caplog):
 
 
 def test_registry_loads_seeders_group(monkeypatch):
-    class ZeroSeeder:
+    class ZeroSeeder(Seeder):
         name = "zero"
 
     fake_entry_points(monkeypatch, {registry.SEEDER_GROUP: [FakeEntryPoint("zero", ZeroSeeder)]})

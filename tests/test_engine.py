@@ -756,3 +756,45 @@ def test_thread_on_real_clock_releases_notes():
     assert engine.failure is None
     assert sent[-1] == ALL_NOTES_OFF
     assert_every_note_released([(0.0, message) for message in sent])
+
+
+def test_status_waits_for_commands_before_it():
+    clock = MonotonicClock()
+    sounded = threading.Event()
+    release = threading.Event()
+
+    def hold_engine_thread(event):
+        sounded.set()
+        release.wait(5)
+
+    engine = Engine(Improviser(NOTES_BUNDLE, SamplerChain([], Temperature()), 1), FakeOutput(clock), clock, on_note=hold_engine_thread)
+    engine.start_thread()
+    try:
+        assert sounded.wait(5)
+        engine.apply([SetTempo(200.0)])
+        threading.Timer(0.05, release.set).start()
+
+        status = engine.status()
+    finally:
+        release.set()
+        engine.shutdown()
+
+    assert status["tempo"] == pytest.approx(200.0)
+
+
+def test_failing_command_does_not_stop_play(monkeypatch, caplog):
+    def broken_reset(engine, command):
+        raise RuntimeError("broken reset")
+
+    monkeypatch.setitem(Engine._appliers, Reset, broken_reset)
+    harness = Harness()
+    harness.engine.run_for(1.0)
+    played = len(harness.output.notes("note_on"))
+
+    with caplog.at_level(logging.ERROR):
+        harness.engine.apply([Reset(), SetTempo(240.0)])
+        harness.engine.run_for(2.0)
+
+    assert len(harness.output.notes("note_on")) > played
+    assert harness.engine.status()["tempo"] == pytest.approx(240.0)
+    assert "could not apply reset" in caplog.text
