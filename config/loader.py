@@ -65,6 +65,8 @@ def read_settings_file(path: Path) -> dict[str, Any]:
         raise SettingsError(f"settings file {path} not found") from error
     except tomllib.TOMLDecodeError as error:
         raise SettingsError(f"settings file {path} is not valid TOML: {error}") from error
+    except UnicodeDecodeError as error:
+        raise SettingsError(f"settings file {path} is not valid TOML: not UTF-8 text ({error.reason} at byte {error.start})") from error
     except OSError as error:
         raise SettingsError(f"settings file {path} could not be read: {error.strerror or error}") from error
 

@@ -11,7 +11,6 @@ and runs no code, so a bundle from a stranger is safe to open.
 import io
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
@@ -21,6 +20,7 @@ import numpy as np
 
 from .encoding import EncodingSettings
 from .errors import BundleError
+from .outfiles import replacing
 from .stepper import LstmWeights
 from .vocabulary import Vocabulary
 
@@ -74,23 +74,9 @@ def save_bundle(bundle: Bundle, path: str | os.PathLike) -> None:
     np.savez(arrays, **{name: getattr(bundle.weights, name) for name in _ARRAY_NAMES})
     document = json.dumps(bundle.model_json(), indent=1, sort_keys=True)
 
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-    try:
-        with os.fdopen(handle, "wb") as file, zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr("model.json", document)
-            archive.writestr("weights.npz", arrays.getvalue())
-        # mkstemp creates the file readable by its owner only; a bundle gets the usual umask permissions.
-        os.chmod(temporary, 0o666 & ~_current_umask())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    with replacing(target, "model bundle") as file, zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("model.json", document)
+        archive.writestr("weights.npz", arrays.getvalue())
 
 
 def load_bundle(model: str | os.PathLike | None = None) -> Bundle:

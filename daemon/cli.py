@@ -314,10 +314,12 @@ def _generate_command(args: argparse.Namespace) -> int:
 def _train_command(args: argparse.Namespace) -> int:
     from sideman.corpus import read_corpus
     from sideman.encoding import EncodingSettings
+    from sideman.outfiles import check_output_path
     from sideman.training import TrainingSettings, import_tensorflow, train
 
     settings = load_command_settings(args).train
-    # Fail before reading a large corpus when the train extra is missing.
+    # Fail before a long training run when the bundle could not be written, or before reading a large corpus when the train extra is missing.
+    check_output_path(args.out, "model bundle")
     import_tensorflow()
 
     training_settings = TrainingSettings(

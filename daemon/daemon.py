@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Iterator, TextIO
 from sideman.config.schema import Settings
 
 from .errors import SidemanError
+from .outfiles import check_output_path
 
 if TYPE_CHECKING:
     from .engine import Engine, NoteEvent
@@ -70,10 +71,18 @@ def run_daemon(settings: Settings, samplers: dict[str, type], options: RunOption
     improviser = Improviser(bundle, chain, settings.run.seed)
     apply_seeder(seeder, improviser)
 
+    if options.record is not None:
+        check_output_path(options.record, "recording")
+
     shutdown_requested = threading.Event()
     with shutdown_signals(shutdown_requested), ExitStack() as resources:
-        engine = _start_playing(settings, samplers, seeders, improviser, options, resources)
+        engine = _create_engine(settings, samplers, seeders, improviser, options, resources)
+        # OSC listens before the first note, so a port in use stops start-up in silence.
         _start_osc(settings, engine, resources)
+        engine.start_thread()
+        # Registered last, so it runs first: the notes are released before
+        # the OSC server is closed, whatever state that server is in.
+        resources.callback(engine.shutdown, SHUTDOWN_TIMEOUT)
         logger.info("sideman is running; stop it with Ctrl-C or SIGTERM")
         _wait_for_end(shutdown_requested, engine, options.duration)
 
@@ -99,8 +108,8 @@ def _wait_for_end(shutdown_requested: threading.Event, engine: "Engine", duratio
             return
 
 
-def _start_playing(settings: Settings, samplers: dict[str, type], seeders: dict[str, type], improviser: "Improviser", options: RunOptions, resources: ExitStack) -> "Engine":
-    """Open the MIDI output and start the engine thread; register their shutdown on `resources`.
+def _create_engine(settings: Settings, samplers: dict[str, type], seeders: dict[str, type], improviser: "Improviser", options: RunOptions, resources: ExitStack) -> "Engine":
+    """Open the MIDI output and create the engine, not yet started; register their shutdown on `resources`.
 
     `resources` closes in reverse order: the engine releases its notes and
     writes the recording first, then the port closes.
@@ -136,7 +145,6 @@ def _start_playing(settings: Settings, samplers: dict[str, type], seeders: dict[
         recorder=recorder,
         model_name=improviser.bundle.metadata.get("name") or improviser.bundle.path,
     )
-    engine.start_thread()
     resources.callback(engine.shutdown, SHUTDOWN_TIMEOUT)
     return engine
 
@@ -148,10 +156,7 @@ def _start_osc(settings: Settings, engine: "Engine", resources: ExitStack) -> No
     try:
         server.start()
     except OSError as error:
-        raise SidemanError(
-            f"could not listen for OSC on udp {settings.osc.host}:{settings.osc.port}: {error.strerror or error}; "
-            "pass another --osc-port (0 picks a free one) or stop the program using it"
-        ) from error
+        raise SidemanError(f"{error.strerror or error} (--osc-port 0 picks a free port)") from error
     resources.callback(server.close)
 
 

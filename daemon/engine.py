@@ -203,7 +203,8 @@ class Engine:
         if not batch:
             return
         for command in batch:
-            log.info("accepted %s", describe_command(command))
+            # DEBUG: the OSC layer logs each accepted message at INFO with its sender.
+            log.debug("accepted %s", describe_command(command))
         with self._applied:
             self._batches_queued += 1
             self._commands.put(batch)

@@ -33,6 +33,9 @@ class _RawNote:
 
 def load_midi_file(path: str | Path) -> mido.MidiFile:
     """Open a MIDI file with mido, turning every failure into one MidiFileError naming the file."""
+    # A FIFO or a device would block the reading thread or never end.
+    if Path(path).exists() and not Path(path).is_file():
+        raise MidiFileError(f"{path}: not a regular file")
     try:
         midi = mido.MidiFile(str(path), clip=True)
     except FileNotFoundError as error:

@@ -9,8 +9,11 @@ message is logged at WARNING with the sender and the reason (at most
 rest), and every accepted message at INFO.
 
 Bundles: the messages of one bundle, nested bundles flattened in order, reach
-the engine in one `apply` call. A message with bad arguments is logged and left
-out, and the valid rest of its bundle still applies together. A datagram that
+the engine in one `apply` call. A message with bad arguments (wrong types,
+count or range) is logged and left out, and the valid rest of its bundle still
+applies together. The engine then checks the commands as a whole (sampler and
+plugin names, parameter ranges): when it rejects one, nothing of that bundle
+applies, so a bundle never applies half of a change it checks. A datagram that
 cannot be parsed is rejected as a whole, because its remaining bytes cannot be
 trusted. Only the outermost timetag counts: "immediately" or a time in the past
 applies at once, a time within `MAX_BUNDLE_DELAY_SECONDS` waits in a bounded
@@ -53,6 +56,11 @@ STATUS_ADDRESS = f"{PREFIX}/status"
 # silently. Anything above MAX_DATAGRAM_BYTES is then rejected with a warning.
 RECEIVE_BUFFER_BYTES = 65536
 MAX_DATAGRAM_BYTES = 8192
+# Kernel receive buffer requested for the socket, in bytes, so that a burst of
+# messages waits in the kernel instead of being dropped there unseen.
+SOCKET_BUFFER_BYTES = 1 << 20
+# Seconds `close` waits for the receive thread before it gives up on it.
+CLOSE_TIMEOUT = 2.0
 MAX_BUNDLE_DEPTH = 8
 
 MAX_BUNDLE_DELAY_SECONDS = 10.0
@@ -607,7 +615,10 @@ class OscServer:
         """Stop the receive thread and close the socket, dropping queued bundles. Safe to call twice."""
         self._stopping.set()
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
+            self._thread.join(CLOSE_TIMEOUT)
+            if self._thread.is_alive():
+                # A controller call is stuck; the thread is a daemon thread and ends with the process.
+                logger.error("OSC receive thread did not stop within %.1f s; closing its socket anyway", CLOSE_TIMEOUT)
         if self._socket is None:
             return
 
@@ -672,6 +683,11 @@ def _bind_udp(host: str, port: int) -> socket.socket:
         udp = socket.socket(family, kind, protocol)
     except OSError as error:
         raise OSError(error.errno, f"cannot listen for OSC on {host}:{port}: {error}") from error
+
+    try:
+        udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
+    except OSError as error:
+        logger.debug("could not enlarge the OSC receive buffer: %s", error)
 
     try:
         udp.bind(bind_address)

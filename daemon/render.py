@@ -7,8 +7,6 @@ Playing settings are checked here for both rendering and the live engine.
 
 import logging
 import math
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import mido
 from .encoding import Token
 from .errors import SettingsError, SidemanError
 from .improviser import Improviser
+from .outfiles import replacing
 from .tempo import validate_tempo
 
 log = logging.getLogger(__name__)
@@ -162,16 +161,6 @@ def render(improviser: Improviser, notes: int, tempo: float, gate: float, veloci
 
 def write_midi(midi: mido.MidiFile, path: str | Path) -> None:
     """Save `midi` to `path` through a temporary file beside it, so a failed write leaves the old file whole."""
-    path = Path(path)
-    # os.open with mode 0o666 lets the umask set the permissions, as for any new
-    # file; tempfile.mkstemp would leave the result readable by its owner only.
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            midi.save(file=file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with replacing(path, "MIDI file") as file:
+        midi.save(file=file)
     log.debug("wrote %s", path)

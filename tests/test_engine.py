@@ -617,13 +617,13 @@ def test_invalid_batch_applies_nothing():
     assert harness.engine.status()["seed"] == 1
 
 
-def test_accepted_changes_logged(caplog):
+def test_accepted_changes_described(caplog):
     harness = Harness(seed=1)
 
-    with caplog.at_level(logging.INFO, logger="sideman.engine"):
+    with caplog.at_level(logging.DEBUG, logger="sideman.engine"):
         harness.engine.apply([SetTempo(97.5), Reseed(12), SetSampler(("greedy",)), Prime(((62, 0.5), (None, 1.0)))])
 
-    messages = [record.getMessage() for record in caplog.records if record.levelno == logging.INFO]
+    messages = [record.getMessage() for record in caplog.records if record.levelno == logging.DEBUG]
     assert any("97.5 BPM" in message for message in messages)
     assert any("seed 12" in message for message in messages)
     assert any("'greedy'" in message for message in messages)

@@ -1,3 +1,4 @@
+import os
 import mido
 import pytest
 
@@ -118,4 +119,12 @@ def test_not_midi_is_clear_error(tmp_path):
     path.write_text("hello")
 
     with pytest.raises(MidiFileError, match="text.mid"):
+        read_midi_file(path)
+
+
+def test_fifo_rejected_without_blocking(tmp_path):
+    path = tmp_path / "pipe.mid"
+    os.mkfifo(path)
+
+    with pytest.raises(MidiFileError, match="not a regular file"):
         read_midi_file(path)

@@ -1,6 +1,8 @@
 import mido
 import pytest
 
+from sideman.errors import InvalidInputError
+
 from sideman.recorder import RECORDING_TEMPO, TICKS_PER_BEAT, Recorder
 
 
@@ -108,7 +110,7 @@ def test_flush_to_missing_folder_raises(tmp_path):
     recorder = Recorder(tmp_path / "missing" / "take.mid")
     recorder.record(0.0, note("note_on", 60))
 
-    with pytest.raises(OSError):
+    with pytest.raises(InvalidInputError, match="folder .*missing not found"):
         recorder.flush()
 
 

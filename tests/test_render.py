@@ -4,7 +4,7 @@ import mido
 import pytest
 
 from sideman.encoding import Token
-from sideman.errors import SettingsError, SidemanError
+from sideman.errors import InvalidInputError, SettingsError, SidemanError
 from sideman.improviser import Improviser
 from sideman.plugins.samplers import Temperature
 from sideman.render import MAX_RESTS_IN_A_ROW, render, tokens_to_midi, write_midi
@@ -204,5 +204,5 @@ def test_write_midi_replaces_file_without_leftovers(tmp_path):
 def test_write_midi_missing_folder_raises(tmp_path):
     rendering = render(make_improviser(8), 5, 120.0, 0.9, 90, 0)
 
-    with pytest.raises(OSError):
+    with pytest.raises(InvalidInputError, match="folder .*missing not found"):
         write_midi(rendering.midi, tmp_path / "missing" / "line.mid")
