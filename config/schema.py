@@ -16,7 +16,9 @@ from sideman.errors import SettingsError
 from sideman.params import Param
 
 # Seeds are non-negative because numpy's SeedSequence rejects negative seeds.
+# Keras seeds training with a 32-bit integer; the sampler takes any 64-bit seed, as OSC int64 does.
 MAX_SEED = 2**32 - 1
+MAX_RUN_SEED = 2**63 - 1
 MIDI_BACKENDS = ("auto", "alsa", "jack", "coremidi", "winmm")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -77,7 +79,7 @@ class RunSettings:
     """[run]: what `sideman run` and `sideman generate` play."""
 
     tempo: float = setting(120.0, "tempo", unit="BPM", low=20, high=400)
-    seed: int = setting(0, "seed of the sampler's random generator: the same seed and settings give the same notes", low=0, high=MAX_SEED)
+    seed: int = setting(0, "seed of the sampler's random generator: the same seed and settings give the same notes", low=0, high=MAX_RUN_SEED)
     sampler: tuple[str, ...] = setting(("temperature",), 'sampler chain by plugin name, filters first and one chooser last, e.g. "top_p temperature"')
     seeder: str = setting("zero", 'seeder applied before play starts, e.g. "zero", "phrase" or "file"; its [plugins.<name>] table sets it')
     gate: float = setting(0.9, "share of each note's duration that sounds before its note_off", low=0.05, high=1.0)

@@ -197,7 +197,7 @@ INVALID_VALUES = [
     ("run", "velocity", "128", "1 to 127"),
     ("run", "gate", "0.01", "0.05 to 1.0"),
     ("run", "gate", '"long"', "float"),
-    ("run", "seed", "-1", "0 to 4294967295"),
+    ("run", "seed", "-1", "0 to 9223372036854775807"),
     ("run", "seed", "1.5", "int"),
     ("run", "autoplay", '"sometimes"', "bool"),
     ("run", "sampler", "5", "list of plugin names"),
