@@ -32,7 +32,9 @@ class Temperature(Chooser):
             logits -= logits.max()
             probabilities = np.exp(logits)
 
-        cumulative = np.cumsum(probabilities)
+        # The ufunc and array methods below skip the Python wrappers of np.cumsum
+        # and np.searchsorted, which cost more than the work on a few hundred floats.
+        cumulative = np.add.accumulate(probabilities)
         draw = context.rng.random() * cumulative[-1]
-        index = int(np.searchsorted(cumulative, draw, side="right"))
+        index = int(cumulative.searchsorted(draw, side="right"))
         return min(index, len(probabilities) - 1)
