@@ -1,12 +1,13 @@
 """The `run` command's lifecycle: start up, play until a signal or `--duration`, shut down cleanly.
 
-Start-up order: sampler chain, model, improviser, MIDI output, engine, OSC
-server. Any failure before play (a missing model, no MIDI system, an OSC
+Start-up order: sampler chain, seeder, model, improviser, the `--record`
+path check, MIDI output, engine, OSC server, and only then the engine's
+first note. Any failure before play (a missing model, no MIDI system, an OSC
 port in use) raises a SidemanError that the CLI prints as one line.
 
-SIGINT and SIGTERM end the run cleanly, with exit code 0: the OSC server
-stops, the engine sends every pending note_off and All Notes Off on its
-channel, the `--record` file is written, and the MIDI port closes.
+SIGINT and SIGTERM end the run cleanly, with exit code 0: the engine sends
+every pending note_off and All Notes Off on its channel and writes the
+`--record` file, then the OSC server stops and the MIDI port closes.
 `/sideman/stop` only stops playing; the daemon keeps running until a signal.
 This module imports no TensorFlow: the engine steps the model with numpy.
 """
@@ -175,7 +176,7 @@ def shutdown_signals(shutdown_requested: threading.Event) -> Iterator[None]:
     def request_shutdown(signum: int, frame) -> None:
         name = signal.Signals(signum).name
         if shutdown_requested.is_set():
-            logger.info("received %s again: already shutting down, releasing notes", name)
+            logger.info("received %s again: already shutting down", name)
             return
         logger.info("received %s", name)
         shutdown_requested.set()
