@@ -127,7 +127,8 @@ def _read_arrays(archive: zipfile.ZipFile, path: Path) -> dict[str, np.ndarray]:
     except BundleError:
         raise
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
-        raise BundleError(f"model bundle {path}: weights.npz could not be read ({error})") from error
+        # numpy's own message may suggest allow_pickle, which a bundle from a stranger must never get.
+        raise BundleError(f"model bundle {path}: weights.npz is not an archive of numeric arrays; sideman loads no pickled objects") from error
 
 
 def _require(document: dict, key: str, kind: type | tuple, path: Path):

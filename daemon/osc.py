@@ -164,9 +164,13 @@ def _describe(value: Any) -> str:
     return f"{type_name} {value!r}"
 
 
+def _count_arguments(args: list[Any]) -> str:
+    return "1 argument" if len(args) == 1 else f"{len(args)} arguments"
+
+
 def _check_count(args: list[Any], count: int, expected: str) -> None:
     if len(args) != count:
-        raise InvalidInputError(f"expected {expected}, got {len(args)} arguments")
+        raise InvalidInputError(f"expected {expected}, got {_count_arguments(args)}")
 
 
 def _number(value: Any, label: str) -> float:
@@ -217,7 +221,7 @@ def _seed(args: list[Any]) -> Reseed:
 
 def _prime(args: list[Any]) -> Prime:
     if not args or len(args) % 2 != 0:
-        raise InvalidInputError(f"expected pairs of pitch and beats (i f i f ...), got {len(args)} arguments")
+        raise InvalidInputError(f"expected pairs of pitch and beats (i f i f ...), got {_count_arguments(args)}")
 
     phrase = tuple(_prime_event(args[index], args[index + 1], index // 2 + 1) for index in range(0, len(args), 2))
     return Prime(phrase)

@@ -109,8 +109,10 @@ def test_pickled_array_not_loaded(tmp_path):
     arrays["dense_bias"] = np.array([{"code": "run me"}], dtype=object)
     rewrite(path, arrays=arrays)
 
-    with pytest.raises(BundleError):
+    with pytest.raises(BundleError, match="loads no pickled objects") as raised:
         load_bundle(path)
+
+    assert "allow_pickle" not in str(raised.value)
 
 
 def test_save_replaces_atomically(tmp_path):

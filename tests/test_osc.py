@@ -219,7 +219,7 @@ def test_seed_from_float_is_int() -> None:
         (message("/sideman/seed", -1), "out of range"),
         (message("/sideman/seed", -(2**40), tags="h"), "out of range"),
         (message("/sideman/prime"), "got 0 arguments"),
-        (message("/sideman/prime", 60), "got 1 arguments"),
+        (message("/sideman/prime", 60), "got 1 argument"),
         (message("/sideman/prime", 60, 1.0, 62), "got 3 arguments"),
         (message("/sideman/prime", 128, 1.0), "pitch of event 1"),
         (message("/sideman/prime", 60, 1.0, -2, 1.0), "pitch of event 2"),
