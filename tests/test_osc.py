@@ -25,15 +25,8 @@ from pythonosc.udp_client import SimpleUDPClient
 from sideman import osc
 from sideman.commands import Command, Panic, Prime, Reseed, Reset, SetParam, SetSampler, SetTempo, Start, Stop
 from sideman.errors import InvalidInputError, SettingsError
-from sideman.osc import (
-    MAX_DATAGRAM_BYTES,
-    OscDispatcher,
-    OscServer,
-    StatusRequest,
-    build_status_reply,
-    translate_datagram,
-    translate_message,
-)
+from sideman.osc import OscDispatcher, OscServer
+from sideman.osc_packets import MAX_DATAGRAM_BYTES, StatusRequest, build_status_reply, translate_datagram, translate_message
 
 SENDER = ("127.0.0.1", 53211)
 NOW = 1_700_000_000.0  # the fake clock's start, seconds since the Unix epoch

@@ -12,7 +12,7 @@ from sideman.encoding import Token
 from sideman.engine import DEFAULT_REGISTRY, DEFAULT_SEEDERS, Engine
 from sideman.errors import InvalidInputError, SettingsError
 from sideman.improviser import Improviser
-from sideman.osc import translate_message
+from sideman.osc_packets import translate_message
 from sideman.plugins.samplers import Greedy
 from sideman.plugins.seeders import MidiFilePhrase, OneToken, Phrase, Zero, parse_bars
 from sideman.registry import all_plugins
