@@ -57,7 +57,7 @@ class Bundle:
 
 
 def builtin_bundle_path() -> Path:
-    """The path of the built-in model shipped as package data."""
+    """Return the path of the built-in model shipped as package data."""
     return Path(str(resources.files("sideman") / "data" / "builtin.sideman"))
 
 
@@ -171,7 +171,7 @@ def _build_bundle(document: dict, arrays: dict[str, np.ndarray], path: Path) -> 
         if not np.issubdtype(array.dtype, np.floating):
             raise BundleError(f"model bundle {path}: array {name} has dtype {array.dtype}, expected floating point")
         if not np.all(np.isfinite(array)):
-            raise BundleError(f"model bundle {path}: array {name} holds NaN or infinite values")
+            raise BundleError(f"model bundle {path}: array {name} contains NaN or infinite values")
 
     metadata = {key: value for key, value in document.items() if key not in ("format_version", "n_a", "tx", "vocabulary", "encoding")}
     weights = LstmWeights(**{name: arrays[name] for name in _ARRAY_NAMES})

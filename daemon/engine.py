@@ -67,7 +67,7 @@ from .tempo import TempoMap, validate_tempo
 log = logging.getLogger(__name__)
 
 START_MARGIN = 0.005  # seconds from a Start to its first onset, so that onset is not late
-# Longest wait in seconds of a status request for the commands queued before it.
+# Maximum wait in seconds of a status request for the commands queued before it.
 STATUS_WAIT = 0.2
 IDLE_WAIT = 1.0  # maximum single wait in seconds while nothing is scheduled
 # An onset this many seconds late (the machine stalled) restarts the time
@@ -89,7 +89,7 @@ _REDRAWING = (Reseed, Prime, Reset, SetSampler, SetParam, ApplySeeder)
 
 
 class MessageOutput(Protocol):
-    """What the engine sends to: a MIDI output port, or a fake in tests."""
+    """Destination of the engine's messages: a MIDI output port, or a fake in tests."""
 
     def send(self, message: mido.Message) -> None:
         ...
