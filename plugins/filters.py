@@ -82,11 +82,16 @@ class TopK(Filter):
 
         # np.partition is about twice as fast as argpartition; the threshold keeps ties at the k-th place.
         threshold = np.partition(ranked, -k)[-k]
-        keep = ranked >= threshold
-        if keep_rests:
-            keep |= vocabulary.rest_mask
-        filtered = np.where(keep, probabilities, 0.0)
-        return nonempty_or_fallback(filtered, probabilities, context, self.name)
+        return _keep_from_threshold(self.name, probabilities, ranked, threshold, keep_rests, context)
+
+
+def _keep_from_threshold(name: str, probabilities: np.ndarray, ranked: np.ndarray, threshold: float, keep_rests: bool, context: SamplerContext) -> np.ndarray:
+    """Zero every token ranked below `threshold`, rests excepted when `keep_rests`; ties at the threshold stay."""
+    keep = ranked >= threshold
+    if keep_rests:
+        keep |= context.vocabulary.rest_mask
+    filtered = np.where(keep, probabilities, 0.0)
+    return nonempty_or_fallback(filtered, probabilities, context, name)
 
 
 class TopP(Filter):
@@ -119,12 +124,7 @@ class TopP(Filter):
         # The nucleus ends at the first token whose cumulative mass reaches p, that token included.
         last = min(int(np.searchsorted(cumulative, p * total, side="left")), len(descending) - 1)
         threshold = descending[last]
-
-        keep = ranked >= threshold
-        if keep_rests:
-            keep |= vocabulary.rest_mask
-        filtered = np.where(keep, probabilities, 0.0)
-        return nonempty_or_fallback(filtered, probabilities, context, self.name)
+        return _keep_from_threshold(self.name, probabilities, ranked, threshold, keep_rests, context)
 
 
 class PitchRange(Filter):
