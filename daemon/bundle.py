@@ -1,9 +1,9 @@
 """Model bundles: one zip holding model.json and weights.npz, data only.
 
-model.json holds the format version, n_a, Tx, the vocabulary (pitch and
+model.json contains the format version, n_a, Tx, the vocabulary (pitch and
 duration of every token), the encoding settings, the training corpus and
 settings, the validation pieces, metrics and the data licence notice.
-weights.npz holds the LSTM kernel, recurrent kernel and bias in Keras's gate
+weights.npz contains the LSTM kernel, recurrent kernel and bias in Keras's gate
 order (i, f, c, o) and the Dense kernel and bias. Loading never unpickles
 and runs no code, so a bundle from a stranger is safe to open.
 """

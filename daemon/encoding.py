@@ -1,6 +1,6 @@
 """Notes as tokens: one token is a note (pitch and duration) or a rest, on a beat grid.
 
-The grid has `steps_per_beat` steps per beat (12 by default, which holds
+The grid has `steps_per_beat` steps per beat (12 by default, which fits both
 sixteenths and triplets). A token's duration is the time from its onset to
 the next token's onset, in grid steps.
 
@@ -32,7 +32,7 @@ class EncodingSettings:
     steps_per_beat: int = 12
     # Minimum silence in beats after a note's release that becomes a rest token.
     rest_threshold: float = 0.5
-    # Longest token in beats: longer notes are capped, longer rests split.
+    # Maximum token length in beats: longer notes are capped, longer rests split.
     max_beats: float = 8.0
 
     @property

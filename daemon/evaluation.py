@@ -60,7 +60,7 @@ class EvaluationReport:
         return self.out_of_vocabulary_tokens / self.test_tokens if self.test_tokens else 0.0
 
     def to_dict(self) -> dict:
-        """The report as plain JSON data, for model.json."""
+        """Return the report as plain JSON data, for model.json."""
         values = asdict(self)
         values["transpose"] = list(self.transpose)
         values["bits_per_token"] = {score.model: round(score.bits_per_token, 4) for score in self.scores}

@@ -1,6 +1,6 @@
 """The generation core shared by the live engine and offline rendering.
 
-An Improviser holds the stepper, the sampler chain and the sampler's random
+An Improviser owns the stepper, the sampler chain and the sampler's random
 generator, and draws one token at a time, feeding each token back as the
 next input. `checkpoint` and `rollback` let the engine draw a note ahead and
 take it back when a setting changes before the note sounds.

@@ -86,7 +86,7 @@ class SamplerChain:
 def build_chain(names: Sequence[str], registry: dict[str, type[Sampler]], values: dict[str, dict] | None = None) -> SamplerChain:
     """Build a chain from plugin names; the last one must be a chooser, the others filters.
 
-    `values` holds parameter values per plugin name (from config or CLI).
+    `values` maps each plugin name to its parameter values (from config or CLI).
     """
     if not names:
         raise SettingsError("a sampler chain needs at least one sampler, e.g. \"temperature\"")

@@ -3,8 +3,8 @@
 The model is the exercise's one shared `LSTM_cell` (n_a units) and one
 shared `densor` (softmax over the vocabulary), trained with teacher forcing
 on windows of Tx tokens. Training runs the same weights as one
-`LSTM(return_sequences=True)` layer followed by the Dense layer, which is
-faster than the unrolled `djmodel`; a test proves that both give the same
+`LSTM(return_sequences=True)` layer followed by the Dense layer, because that
+is faster than the unrolled `djmodel`. A test proves that both give the same
 outputs with the same weights.
 
 Windows: every window starts from the zero state with the zero input

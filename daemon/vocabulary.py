@@ -92,7 +92,7 @@ def _sort_pitch(token: Token) -> int:
 
 
 def _nearest_steps(steps: int, available: dict) -> int:
-    """The available duration nearest to `steps` on a log scale, the shorter on a tie."""
+    """Return the available duration nearest to `steps` on a log scale, the shorter on a tie."""
     return min(available, key=lambda candidate: (abs(math.log(candidate / steps)), candidate))
 
 

@@ -7,7 +7,7 @@ from sideman.sampling import Chooser, SamplerContext
 
 
 class Greedy(Chooser):
-    """The most probable token, as the notebook's one_hot(argmax(out))."""
+    """Choose the most probable token, as the exercise's one_hot(argmax(out)) does."""
 
     name = "greedy"
     help = "always the most probable token (the notebook's argmax)"

@@ -2,7 +2,7 @@
 
 Usage: python scripts/train_builtin.py WJAZZD_FOLDER [--out daemon/data/builtin.sideman]
 
-WJAZZD_FOLDER holds score_csv.zip and df_solos.csv from the Jazzomat
+WJAZZD_FOLDER contains score_csv.zip and df_solos.csv from the Jazzomat
 project's raw_data repository (wjazzd_v_1_2/score/score_csv.zip and
 wjazzd_v_1_2/pandas_dataframes_csv/df_solos.csv). The settings and the seed
 are fixed, so anyone with the data rebuilds the same model; on a 2-core

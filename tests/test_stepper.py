@@ -44,7 +44,8 @@ def test_snapshot_restore_and_reset():
     stepper.reset()
 
     np.testing.assert_array_equal(first, again)
-    assert not stepper.a.any() and not stepper.c.any()
+    assert not stepper.a.any()
+    assert not stepper.c.any()
 
 
 def test_probabilities_sum_to_one():
