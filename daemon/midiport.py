@@ -22,6 +22,7 @@ import functools
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Protocol
@@ -52,6 +53,13 @@ LOOPMIDI_HINT = (
 )
 
 ALL_NOTES_OFF = 123  # MIDI control change number
+
+# Seconds to wait under JACK before unregistering a port. The libjack that
+# python-rtmidi's Linux wheels bundle (1.9.22) can crash when a port is
+# unregistered while the client's notification thread updates latencies after
+# another change of the graph, such as another port closing. Waiting makes
+# that unlikely, not impossible.
+JACK_SETTLE_TIME = 0.1
 CONTROL_CHANGE = 0xB0  # status byte for channel 0; add the channel 0-15
 
 # jack_options_t and jack_status_t bits from <jack/types.h>.
@@ -354,7 +362,50 @@ def own_port_name(client_name: str, port_name: str) -> str:
 # --- Output -----------------------------------------------------------------
 
 
-class MidiOutput:
+class OpenPort:
+    """What the MIDI input and output share: a context manager that closes the port, and a repr with its state.
+
+    Subclasses set `_port` (None once closed), `name` and `backend`, and define `close`.
+    """
+
+    _port: Any
+    name: str
+    backend: str
+
+    @property
+    def closed(self) -> bool:
+        return self._port is None
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _free(self, port: Any) -> None:
+        """Close an rtmidi port object and delete it, which frees its client."""
+        if self.backend == "jack":
+            # NOTE: see JACK_SETTLE_TIME; the wait makes a libjack crash unlikely, not impossible.
+            time.sleep(JACK_SETTLE_TIME)
+        # delete() also closes the client: under JACK a client left open keeps
+        # its name, and the next client of that name would get a suffix (`sideman-01`).
+        port.close_port()
+        port.delete()
+
+    def __enter__(self) -> OpenPort:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._port is None else "open"
+        return f"{type(self).__name__}({self.name!r}, backend={self.backend!r}, {state})"
+
+
+class MidiOutput(OpenPort):
     """An open MIDI output port: sends raw MIDI bytes, closes once.
 
     `name` is the port as other programs list it: our own port (`sideman:out`)
@@ -390,36 +441,31 @@ class MidiOutput:
             raise ValueError(f"channel {channel} out of range: expected 0-15 (MIDI channels 1-16)")
         self.send((CONTROL_CHANGE | channel, ALL_NOTES_OFF, 0))
 
-    @property
-    def closed(self) -> bool:
-        return self._port is None
-
     def close(self) -> None:
         """Close the port and free its client; closing again does nothing."""
         if self._port is None:
             return
         port, self._port = self._port, None
-
-        # delete() also closes the client: under JACK a client left open keeps
-        # its name, and the next `sideman` client would become `sideman-01`.
-        port.close_port()
-        port.delete()
+        self._free(port)
         log.info("closed MIDI output %s (%s)", self.name, self.backend)
 
-    def __enter__(self) -> MidiOutput:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
+def choose_backend_for_client(backend: str, client_name: str, connect_to: str | None, windows_hint: str, system: MidiSystem) -> str:
+    """Probe the backend for a new client of ours; raise MidiSystemError where it cannot open one.
 
-    def __repr__(self) -> str:
-        state = "closed" if self._port is None else "open"
-        return f"MidiOutput({self.name!r}, backend={self.backend!r}, {state})"
+    Windows has no virtual ports, so there `connect_to` is required
+    (`windows_hint` says what to do). Under JACK the client name must be free,
+    because JACK would rename the new client and its ports.
+    """
+    chosen = probe_backend(backend, system)
+    if chosen == "winmm" and connect_to is None:
+        raise MidiSystemError(windows_hint)
+    if chosen == "jack" and system.jack_client_exists(client_name):
+        raise MidiSystemError(
+            f"JACK already has a client named '{client_name}' (is another sideman running?); "
+            f"stop it first, because JACK would rename this one and its ports"
+        )
+    return chosen
 
 
 def open_output(
@@ -438,16 +484,8 @@ def open_output(
     ambiguous, or the client name is taken under JACK.
     """
     system = system or NativeMidiSystem()
-    chosen = probe_backend(backend, system)
-    if chosen == "winmm" and connect_to is None:
-        raise MidiSystemError(LOOPMIDI_HINT)
-    if chosen == "jack" and system.jack_client_exists(client_name):
-        raise MidiSystemError(
-            f"JACK already has a client named '{client_name}' (is another sideman running?); "
-            f"stop it first, because JACK would rename this one and its ports"
-        )
-
-    port = _new_rtmidi_port(rtmidi.MidiOut, chosen, client_name)
+    chosen = choose_backend_for_client(backend, client_name, connect_to, LOOPMIDI_HINT, system)
+    port = new_rtmidi_port(rtmidi.MidiOut, chosen, client_name)
     try:
         output = _open_on(port, chosen, connect_to, client_name, port_name)
     except BaseException:
@@ -479,7 +517,7 @@ def _open_on(port: Any, backend: str, connect_to: str | None, client_name: str, 
     return MidiOutput(port, name, backend, connected_to=target)
 
 
-def _new_rtmidi_port(port_class: type, backend: str, client_name: str) -> Any:
+def new_rtmidi_port(port_class: type, backend: str, client_name: str) -> Any:
     """Create an rtmidi MidiIn or MidiOut on `backend`, with its library's messages logged."""
     if backend == "jack":
         _libjack()
@@ -500,13 +538,13 @@ def list_ports(backend: str = "auto") -> tuple[list[str], list[str]]:
     chosen = probe_backend(backend)
     client_name = "sideman-ports"
 
-    reader = _new_rtmidi_port(rtmidi.MidiIn, chosen, client_name)
+    reader = new_rtmidi_port(rtmidi.MidiIn, chosen, client_name)
     try:
         inputs = reader.get_ports()
     finally:
         reader.delete()
 
-    writer = _new_rtmidi_port(rtmidi.MidiOut, chosen, client_name)
+    writer = new_rtmidi_port(rtmidi.MidiOut, chosen, client_name)
     try:
         outputs = writer.get_ports()
     finally:

@@ -7,9 +7,11 @@ jack_* tools and subprocesses at it.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -19,9 +21,12 @@ from pathlib import Path
 import mido
 import rtmidi
 
+from sideman.midiport import JACK_SETTLE_TIME
+
 SAMPLE_RATE = 48000
 PERIOD_FRAMES = 64
 START_TIMEOUT = 15.0  # seconds for jackd to accept clients
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 CLIENT_TIMEOUT_MS = 5000  # jackd's default of 500 ms is too short on a busy machine
 
 
@@ -52,7 +57,9 @@ class JackServer:
             "-d", "dummy", "-r", str(SAMPLE_RATE), "-p", str(PERIOD_FRAMES),
         ]
         with open(self.log_path, "wb") as log_file:
-            self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+            self._process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_end_with_parent,
+            )
 
         deadline = time.monotonic() + timeout
         while not self.accepts_clients():
@@ -80,6 +87,17 @@ class JackServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _end_with_parent() -> None:
+    """In the child before exec: have the kernel send SIGTERM when the test process dies.
+
+    A test run killed from outside (a timeout, Ctrl-C twice) never reaches
+    the fixture's `stop`, and an orphaned jackd keeps counting towards
+    JACK's limit of servers per machine.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def jack_ports() -> list[str]:
@@ -198,6 +216,8 @@ class Receiver:
             return
         port, self._port = self._port, None
         port.cancel_callback()
+        # As MidiOutput.close does: let libjack finish its latency updates before the port goes.
+        time.sleep(JACK_SETTLE_TIME)
         port.close_port()
         port.delete()
 
@@ -206,3 +226,59 @@ class Receiver:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+_sender_numbers = itertools.count(1)
+
+
+class Sender:
+    """A virtual JACK MIDI output, as a musician's keyboard or a controller, connected to a port of the daemon."""
+
+    def __init__(self, destination: str) -> None:
+        self.client_name = f"sideman-test-tx-{os.getpid()}-{next(_sender_numbers)}"
+        self.port_name = f"{self.client_name}:out"
+        self._port = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=self.client_name)
+        self._port.open_virtual_port("out")
+        try:
+            connect_ports(self.port_name, wait_for_port(destination))
+        except BaseException:
+            self.close()
+            raise
+
+    def send(self, message: mido.Message) -> None:
+        self._port.send_message(message.bytes())
+
+    def play(self, notes: list[tuple[int, float]], seconds_per_beat: float, gate: float = 0.9, channel: int = 0) -> list[float]:
+        """Play (pitch, beats) pairs one after the other in real time; return each note_on's time.perf_counter()."""
+        onsets = []
+        start = time.perf_counter()
+        beat = 0.0
+        for pitch, beats in notes:
+            onset = start + beat * seconds_per_beat
+            _sleep_until(onset)
+            onsets.append(time.perf_counter())
+            self.send(mido.Message("note_on", channel=channel, note=pitch, velocity=100))
+            _sleep_until(onset + gate * beats * seconds_per_beat)
+            self.send(mido.Message("note_off", channel=channel, note=pitch, velocity=0))
+            beat += beats
+        return onsets
+
+    def close(self) -> None:
+        if self._port is None:
+            return
+        port, self._port = self._port, None
+        time.sleep(JACK_SETTLE_TIME)
+        port.close_port()
+        port.delete()
+
+    def __enter__(self) -> Sender:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _sleep_until(deadline: float) -> None:
+    remaining = deadline - time.perf_counter()
+    if remaining > 0:
+        time.sleep(remaining)
