@@ -8,21 +8,22 @@ ignored. `[plugins.<name>]` tables are kept as read until
 parameters.
 """
 
-import difflib
+import dataclasses
 import logging
 import tomllib
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
-from sideman.errors import SettingsError
+from sideman.errors import SettingsError, did_you_mean
 
-from .schema import SECTIONS, Settings, spec_of, specs
+from .schema import SECTIONS, Settings, field_name, spec_of, specs
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_FILE = Path(__file__).with_name("default.toml")
 COMMAND_LINE = "command line"
 PLUGINS_SECTION = "plugins"
+CC_SECTION = "cc"
 
 
 def load_settings(user_file: str | None, overrides: Mapping[str, Any] | None = None, plugins: Mapping[str, type] | None = None) -> Settings:
@@ -43,11 +44,19 @@ def load_settings(user_file: str | None, overrides: Mapping[str, Any] | None = N
     sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     plugin_values: dict[str, dict[str, Any]] = {}
     plugin_sources: dict[str, dict[str, str]] = {}
+    cc_values: dict[str, Any] = {}
+    cc_sources: dict[str, str] = {}
     for source, document in layers:
         _merge_layer(document, source, sections, plugin_values, plugin_sources)
+        if CC_SECTION in document:
+            _require_table(document[CC_SECTION], f"[{CC_SECTION}]", source)
+            cc_values.update(document[CC_SECTION])
+            cc_sources.update({key: source for key in document[CC_SECTION]})
 
     settings = Settings(
         **{name: section_class(**sections[name]) for name, section_class in SECTIONS.items()},
+        cc=cc_values,
+        cc_sources=cc_sources,
         plugins=plugin_values,
         plugin_sources=plugin_sources,
     )
@@ -86,7 +95,7 @@ def validate_plugin_params(settings: Settings, plugins: Mapping[str, type]) -> S
         plugin = plugins.get(plugin_name)
         if plugin is None:
             sources = ", ".join(sorted(set(settings.plugin_sources.get(plugin_name, {}).values())))
-            logger.warning("%s: settings for plugin %r ignored: no plugin of that name is installed%s", sources, plugin_name, _suggestion(plugin_name, plugins))
+            logger.warning("%s: settings for plugin %r ignored: no plugin of that name is installed%s", sources, plugin_name, did_you_mean(plugin_name, plugins))
             continue
 
         declared = {param.name: param for param in plugin.params}
@@ -95,7 +104,7 @@ def validate_plugin_params(settings: Settings, plugins: Mapping[str, type]) -> S
             source = settings.plugin_sources.get(plugin_name, {}).get(key, COMMAND_LINE)
             param = declared.get(key)
             if param is None:
-                logger.warning("%s: unknown parameter %r of plugin %r ignored%s", source, key, plugin_name, _suggestion(key, declared))
+                logger.warning("%s: unknown parameter %r of plugin %r ignored%s", source, key, plugin_name, did_you_mean(key, declared))
                 continue
             try:
                 converted[key] = param.convert(value, f"plugins.{plugin_name}")
@@ -103,15 +112,7 @@ def validate_plugin_params(settings: Settings, plugins: Mapping[str, type]) -> S
                 raise SettingsError(f"{source}: {error}") from error
         validated[plugin_name] = converted
 
-    return Settings(
-        run=settings.run,
-        midi=settings.midi,
-        osc=settings.osc,
-        train=settings.train,
-        log=settings.log,
-        plugins=validated,
-        plugin_sources=settings.plugin_sources,
-    )
+    return dataclasses.replace(settings, plugins=validated)
 
 
 def _merge_layer(document: Mapping[str, Any], source: str, sections: dict[str, dict[str, Any]], plugin_values: dict, plugin_sources: dict) -> None:
@@ -119,8 +120,10 @@ def _merge_layer(document: Mapping[str, Any], source: str, sections: dict[str, d
         if section == PLUGINS_SECTION:
             _merge_plugin_tables(table, source, plugin_values, plugin_sources)
             continue
+        if section == CC_SECTION:
+            continue
         if section not in SECTIONS:
-            logger.warning("%s: unknown section [%s] ignored%s", source, section, _suggestion(section, [*SECTIONS, PLUGINS_SECTION]))
+            logger.warning("%s: unknown section [%s] ignored%s", source, section, did_you_mean(section, [*SECTIONS, PLUGINS_SECTION, CC_SECTION]))
             continue
 
         _require_table(table, f"[{section}]", source)
@@ -133,7 +136,7 @@ def _merge_value(section: str, key: str, value: Any, source: str, target: dict[s
         spec = spec_of(section, key)
     except KeyError:
         valid_keys = [spec.key for spec in specs(section)]
-        logger.warning("%s: unknown setting %r in [%s] ignored%s", source, key, section, _suggestion(key, valid_keys))
+        logger.warning("%s: unknown setting %r in [%s] ignored%s", source, key, section, did_you_mean(key, valid_keys))
         return
 
     try:
@@ -143,7 +146,7 @@ def _merge_value(section: str, key: str, value: Any, source: str, target: dict[s
 
     if section == "run" and key == "model":
         converted = _resolve_model_path(converted, source)
-    target[key] = converted
+    target[field_name(key)] = converted
     if source != str(DEFAULT_FILE):
         logger.debug("setting %s.%s = %r from %s", section, key, converted, source)
 
@@ -175,13 +178,3 @@ def _resolve_model_path(model: str, source: str) -> str:
 
 def _unit_note(unit: str) -> str:
     return f" ({unit})" if unit else ""
-
-
-def _suggestion(name: str, valid: Iterable[str]) -> str:
-    valid = list(valid)
-    nearest = difflib.get_close_matches(name, valid, n=1)
-    if nearest:
-        return f"; did you mean {nearest[0]!r}?"
-    if valid:
-        return f"; valid names: {', '.join(valid)}"
-    return ""

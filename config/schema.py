@@ -35,6 +35,8 @@ class Spec:
     low: float | None = None
     high: float | None = None
     choices: tuple | None = None
+    # Raises ValueError for a value that a range cannot describe, as Param.check does.
+    check: Any = None
 
     @property
     def is_name_list(self) -> bool:
@@ -65,12 +67,12 @@ class Spec:
         return self._as_param().convert(value, section)
 
     def _as_param(self) -> Param:
-        return Param(self.key, self.type, self.default, self.help, self.low, self.high, self.choices)
+        return Param(self.key, self.type, self.default, self.help, self.low, self.high, self.choices, self.check)
 
 
-def setting(default: Any, help: str, *, unit: str = "", low: float | None = None, high: float | None = None, choices: tuple | None = None) -> Any:
+def setting(default: Any, help: str, *, unit: str = "", low: float | None = None, high: float | None = None, choices: tuple | None = None, check: Any = None) -> Any:
     """Declare one setting as a dataclass field; `spec_of` turns it back into a Spec."""
-    metadata = {"help": help, "unit": unit, "low": low, "high": high, "choices": choices}
+    metadata = {"help": help, "unit": unit, "low": low, "high": high, "choices": choices, "check": check}
     return field(default=default, metadata=metadata)
 
 
@@ -87,6 +89,7 @@ class RunSettings:
     channel: int = setting(1, "MIDI channel of the output", low=1, high=16)
     autoplay: bool = setting(True, "start playing as soon as the daemon starts (false: wait for /sideman/start)")
     model: str = setting("builtin", 'model bundle: "builtin" or the path of a .sideman file')
+    meter: str = setting("4/4", 'time signature, e.g. "4/4", "3/4" or "6/8": bars align responses to the musician', check=lambda text: parse_meter(text))
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,9 @@ class MidiSettings:
 
     backend: str = setting("auto", "MIDI API; auto probes ALSA, then JACK, then the platform's own", choices=MIDI_BACKENDS)
     out: str = setting("", "existing output port to connect to, by full name or a unique part of it; none opens the virtual port sideman:out")
+    # "in" is a Python keyword, so the field is `input`; the settings file and the CLI say in.
+    input: str = setting("", "existing port to read live notes and mapped CCs from, by full name or a unique part of it; none opens the virtual port sideman-in:in")
+    listen: bool = setting(True, "open the MIDI input; false runs without live notes and CC control")
 
 
 @dataclass(frozen=True)
@@ -151,23 +157,58 @@ class Settings:
     osc: OscSettings = field(default_factory=OscSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    # MIDI CC mappings as read from `[cc]` (checked against the plugins by sideman.ccmap), and their source files.
+    cc: dict[str, Any] = field(default_factory=dict)
+    cc_sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
     # Parameter values per plugin name, as in `[plugins.<name>] <param> = value`.
     plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Where each plugin value came from (a file path or "command line"), for error messages.
     plugin_sources: dict[str, dict[str, str]] = field(default_factory=dict, repr=False, compare=False)
 
 
+# Note values a time signature's lower number may name: whole note (1) to 1/32.
+METER_DENOMINATORS = (1, 2, 4, 8, 16, 32)
+
+
+def parse_meter(text: str) -> tuple[int, int]:
+    """Parse a time signature "4/4", "3/4", "6/8", "7/8" into (beats in the bar, note value); raise ValueError."""
+    numerator, slash, denominator = text.strip().partition("/")
+    try:
+        counted, value = int(numerator), int(denominator)
+    except ValueError:
+        raise ValueError('expected a time signature such as "4/4", "3/4" or "6/8"') from None
+    if not slash or not 1 <= counted <= 32 or value not in METER_DENOMINATORS:
+        raise ValueError(f'expected a time signature such as "4/4", "3/4" or "6/8": 1 to 32 over one of {", ".join(map(str, METER_DENOMINATORS))}')
+    return counted, value
+
+
+def beats_per_bar(meter: str) -> float:
+    """Length of a bar in beats, a beat being a quarter note as in the model's tokens: 4/4 gives 4, 6/8 gives 3."""
+    counted, value = parse_meter(meter)
+    return counted * 4 / value
+
+
 def spec_of(section: str, key: str) -> Spec:
     """Return the declaration of `[section] key`; raise KeyError when there is none."""
     for declared in dataclasses.fields(SECTIONS[section]):
-        if declared.name == key:
+        if _file_key(declared.name) == key:
             return Spec(key, declared.type, declared.default, **declared.metadata)
     raise KeyError(f"{section}.{key}")
 
 
 def specs(section: str) -> list[Spec]:
     """Return the declarations of every key of a section, in file order."""
-    return [spec_of(section, declared.name) for declared in dataclasses.fields(SECTIONS[section])]
+    return [spec_of(section, _file_key(declared.name)) for declared in dataclasses.fields(SECTIONS[section])]
+
+
+def _file_key(field_name: str) -> str:
+    """The key of a field in settings files: `input` is written `in`, which Python cannot name."""
+    return "in" if field_name == "input" else field_name
+
+
+def field_name(key: str) -> str:
+    """The dataclass field of a settings file key; the inverse of `_file_key`."""
+    return "input" if key == "in" else key
 
 
 def _convert_name_list(value: Any, label: str) -> tuple[str, ...]:

@@ -1,4 +1,7 @@
-"""The project's exceptions: one base, each subclass also a matching builtin."""
+"""The project's exceptions: one base, each subclass also a matching builtin; and the "did you mean" hint of their messages."""
+
+import difflib
+from typing import Iterable
 
 
 class SidemanError(Exception):
@@ -27,3 +30,14 @@ class SettingsError(InvalidInputError):
 
 class MidiSystemError(SidemanError, OSError):
     """No usable MIDI system or port."""
+
+
+def did_you_mean(name: str, valid: Iterable[str], noun: str = "names") -> str:
+    """Return a hint to append to a message about an unknown `name`: the nearest valid one, else all of them."""
+    valid = list(valid)
+    nearest = difflib.get_close_matches(name, valid, n=1)
+    if nearest:
+        return f"; did you mean {nearest[0]!r}?"
+    if valid:
+        return f"; valid {noun}: {', '.join(valid)}"
+    return ""
