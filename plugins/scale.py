@@ -156,11 +156,11 @@ class Scale(Filter):
     """Keep the notes of a key and mode; chromatic passing notes keep a share of their mass."""
 
     name = "scale"
-    help = 'keep notes in a key, e.g. "F dorian", "Bb major", "C blues", or "auto" to follow the key of the seed phrase and recent notes'
+    help = 'keep notes in a key, e.g. "F dorian", "Bb major", "C blues", or "auto" to follow the key of the seed phrase or the musician\'s live phrase'
     params = (
         Param("key", str, AUTO, f'tonic and mode, e.g. "F dorian" or "A harmonic minor", or "auto"; modes: {", ".join(MODES)}', check=parse_key),
         Param("passing", float, 0.0, "share of its mass a note outside the scale keeps (chromatic passing notes); 0 removes them", low=0.0, high=1.0),
-        Param("window", int, 32, "auto: how many recent tokens the key estimate looks at, besides the seed phrase", low=1, high=MAX_WINDOW),
+        Param("window", int, 32, "auto: how many recent tokens the key estimate looks at while the seed phrase has fewer than min_notes notes", low=1, high=MAX_WINDOW),
         Param("min_notes", int, 4, "auto: notes needed before the key is estimated; until then every note passes", low=1, high=MAX_WINDOW),
     )
 
@@ -190,10 +190,21 @@ class Scale(Filter):
         return nonempty_or_fallback(filtered, probabilities, context, self.name)
 
     def _estimate_row(self, tables: ScaleTables, context: SamplerContext) -> int | None:
-        """Return the row of the key estimated from the seed phrase and the recent tokens, None with too few notes."""
+        """Return the row of the key estimated from the seed phrase, or with a short seed also the recent tokens; None with too few notes.
+
+        A seed phrase (a primed phrase, or the musician's phrase in a live
+        mode) of `min_notes` notes or more decides alone: sideman's own notes,
+        already filtered into the key, would otherwise pull the estimate
+        towards a neighbouring key they happen to fit too, and the line would
+        drift away from the musician's key.
+        """
         if context.seed_tokens is not self._seed_tokens:
             self._seed_tokens = context.seed_tokens
             self._seed_histogram, self._seed_notes = _histogram(tables, context.seed_tokens)
+        if self._seed_notes >= self.values["min_notes"]:
+            key = estimate_key(self._seed_histogram)
+            return None if key is None else AUTO_MODES.index(key.mode) * 12 + key.tonic
+
         recent_histogram, recent_notes = _histogram(tables, itertools.islice(reversed(context.recent), self.values["window"]))
         if self._seed_notes + recent_notes < self.values["min_notes"]:
             return None
