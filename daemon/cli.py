@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from sideman import __version__
 from sideman.config.schema import LOG_LEVELS, MIDI_BACKENDS, spec_of
-from sideman.errors import SidemanError
+from sideman.errors import SettingsError, SidemanError
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +165,10 @@ def _add_run_parser(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--autoplay", dest="run.autoplay", action=argparse.BooleanOptionalAction, default=None, help=_setting_help("run.autoplay"))
     _add_midi_backend_option(parser)
     parser.add_argument("--midi-out", dest="midi.out", metavar="NAME", help=_setting_help("midi.out"))
+    midi_input = parser.add_mutually_exclusive_group()
+    midi_input.add_argument("--midi-in", dest="midi.in", metavar="NAME", help=_setting_help("midi.in"))
+    midi_input.add_argument("--no-midi-in", dest="midi.listen", action="store_const", const=False, help="open no MIDI input: no live notes and no CC control (default: open sideman-in:in)")
+    parser.add_argument("--meter", dest="run.meter", metavar="N/D", help=_setting_help("run.meter"))
     parser.add_argument("--osc-host", dest="osc.host", metavar="ADDRESS", help=_setting_help("osc.host"))
     parser.add_argument("--osc-port", dest="osc.port", metavar="PORT", type=int, help=_setting_help("osc.port"))
     parser.add_argument("--record", metavar="FILE.mid", help="also write every note played to this MIDI file, saved at shutdown (default: no recording)")
@@ -298,6 +302,8 @@ def _generate_command(args: argparse.Namespace) -> int:
     bundle = load_bundle(settings.run.model)
     chain = build_chain(settings.run.sampler, samplers, settings.plugins)
     seeder = build_seeder(settings.run.seeder, seeders, settings.plugins)
+    if getattr(seeder, "listens", False):
+        raise SettingsError(f"seeder {seeder.name!r} listens to the MIDI input, which `generate` has none of; use it with `sideman run`")
     improviser = Improviser(bundle, chain, settings.run.seed)
     apply_seeder(seeder, improviser)
 

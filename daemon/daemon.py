@@ -1,8 +1,10 @@
 """The `run` command's lifecycle: start up, play until a signal or `--duration`, shut down cleanly.
 
-Start-up order: sampler chain, seeder, model, improviser, the `--record`
-path check, MIDI output, engine, OSC server, and only then the engine's
-first note. Any failure before play (a missing model, no MIDI system, an OSC
+Start-up order: sampler chain, seeder, CC map, model, improviser, the
+`--record` path check, MIDI output, engine, OSC server, the engine's first
+note, and the MIDI input. Shutdown runs the other way: the MIDI input closes
+first, so no note passed through by MIDI thru follows the engine's All Notes
+Off. Any failure before play (a missing model, no MIDI system, an OSC
 port in use) raises a SidemanError that the CLI prints as one line.
 
 SIGINT and SIGTERM end the run cleanly, with exit code 0: the engine sends
@@ -24,12 +26,15 @@ from typing import TYPE_CHECKING, Iterator, TextIO
 
 from sideman.config.schema import Settings
 
-from .errors import SidemanError
+from .errors import SettingsError, SidemanError
 from .outfiles import check_output_path
 
 if TYPE_CHECKING:
+    from .ccmap import CcMap
     from .engine import Engine, NoteEvent
     from .improviser import Improviser
+    from .seeding import Seeder
+    from .sharedoutput import SharedOutput
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +72,8 @@ def run_daemon(settings: Settings, samplers: dict[str, type], options: RunOption
     logger.info("samplers installed: %s; seeders installed: %s", ", ".join(sorted(samplers)) or "none", ", ".join(sorted(seeders)) or "none")
     chain = build_chain(settings.run.sampler, samplers, settings.plugins)
     seeder = build_seeder(settings.run.seeder, seeders, settings.plugins)
+    cc_map = _build_cc_map(settings, samplers, seeders)
+    _check_input_use(settings, seeder, cc_map)
     bundle = load_bundle(settings.run.model)
     logger.info("loaded model %s (n_a = %d, %d tokens)", bundle.path, bundle.n_a, len(bundle.vocabulary))
     improviser = Improviser(bundle, chain, settings.run.seed)
@@ -77,13 +84,15 @@ def run_daemon(settings: Settings, samplers: dict[str, type], options: RunOption
 
     shutdown_requested = threading.Event()
     with shutdown_signals(shutdown_requested), ExitStack() as resources:
-        engine = _create_engine(settings, samplers, seeders, improviser, options, resources)
+        engine, output = _create_engine(settings, samplers, seeders, improviser, seeder, options, resources)
         # OSC listens before the first note, so a port in use stops start-up in silence.
         _start_osc(settings, engine, resources)
         engine.start_thread()
         # Registered last, so it runs first: the notes are released before
         # the OSC server is closed, whatever state that server is in.
         resources.callback(engine.shutdown, SHUTDOWN_TIMEOUT)
+        if settings.midi.listen:
+            _open_midi_input(settings, engine, output, cc_map, resources)
         logger.info("sideman is running; stop it with Ctrl-C or SIGTERM")
         _wait_for_end(shutdown_requested, engine, options.duration)
 
@@ -109,19 +118,47 @@ def _wait_for_end(shutdown_requested: threading.Event, engine: "Engine", duratio
             return
 
 
-def _create_engine(settings: Settings, samplers: dict[str, type], seeders: dict[str, type], improviser: "Improviser", options: RunOptions, resources: ExitStack) -> "Engine":
+def _build_cc_map(settings: Settings, samplers: dict[str, type], seeders: dict[str, type]) -> "CcMap":
+    from .ccmap import parse_cc_map
+
+    source = ", ".join(sorted(set(settings.cc_sources.values()))) or "settings"
+    cc_map = parse_cc_map(settings.cc, samplers, seeders, source)
+    for line in cc_map.describe():
+        logger.info("MIDI CC control: %s", line)
+    return cc_map
+
+
+def _check_input_use(settings: Settings, seeder: "Seeder", cc_map: "CcMap") -> None:
+    """Stop a listening seeder without a MIDI input, and warn about CC mappings that nothing reads."""
+    if settings.midi.listen:
+        return
+    if getattr(seeder, "listens", False):
+        raise SettingsError(f"seeder {seeder.name!r} listens to the MIDI input, but --no-midi-in (midi.listen = false) opens none")
+    if cc_map:
+        logger.warning("[cc] mappings have no effect: --no-midi-in (midi.listen = false) opens no MIDI input")
+
+
+def _create_engine(
+    settings: Settings, samplers: dict[str, type], seeders: dict[str, type], improviser: "Improviser", seeder: "Seeder", options: RunOptions, resources: ExitStack,
+) -> tuple["Engine", "SharedOutput"]:
     """Open the MIDI output and create the engine, not yet started; register their shutdown on `resources`.
 
     `resources` closes in reverse order: the engine releases its notes and
     writes the recording first, then the port closes.
     """
+    from sideman.config.schema import beats_per_bar
+
     from .clock import MonotonicClock
     from .engine import Engine
     from .midiport import open_output
     from .recorder import Recorder
+    from .sharedoutput import SharedOutput
 
-    output = open_output(settings.midi.backend, connect_to=settings.midi.out or None, client_name="sideman", port_name="out")
-    resources.callback(output.close)
+    port = open_output(settings.midi.backend, connect_to=settings.midi.out or None, client_name="sideman", port_name="out")
+    resources.callback(port.close)
+    clock = MonotonicClock()
+    # The engine and the MIDI input (thru) both send, and the input recognises our own notes by what was sent.
+    output = SharedOutput(port, clock)
 
     recorder = Recorder(options.record) if options.record is not None else None
     printer = None
@@ -133,7 +170,7 @@ def _create_engine(settings: Settings, samplers: dict[str, type], seeders: dict[
     engine = Engine(
         improviser,
         output,
-        MonotonicClock(),
+        clock,
         tempo=settings.run.tempo,
         gate=settings.run.gate,
         velocity=settings.run.velocity,
@@ -145,9 +182,25 @@ def _create_engine(settings: Settings, samplers: dict[str, type], seeders: dict[
         on_note=printer,
         recorder=recorder,
         model_name=improviser.bundle.metadata.get("name") or improviser.bundle.path,
+        beats_per_bar=beats_per_bar(settings.run.meter),
+        seeder=seeder,
     )
     resources.callback(engine.shutdown, SHUTDOWN_TIMEOUT)
-    return engine
+    return engine, output
+
+
+def _open_midi_input(settings: Settings, engine: "Engine", output: "SharedOutput", cc_map: "CcMap", resources: ExitStack) -> None:
+    """Open the MIDI input with a router that feeds the engine; registered last on `resources`, it closes first."""
+    from .inputrouter import InputRouter
+    from .midiinput import open_input
+
+    if sys.platform == "win32" and settings.midi.backend in ("auto", "winmm") and not settings.midi.input:
+        logger.warning("no MIDI input: Windows has no virtual MIDI ports; name one with --midi-in NAME (a loopMIDI port) for live notes and CC control")
+        return
+
+    router = InputRouter(engine, output, output.clock, cc_map)
+    midi_input = open_input(settings.midi.backend, connect_to=settings.midi.input or None, client_name="sideman-in", port_name="in", on_message=router)
+    resources.callback(midi_input.close)
 
 
 def _start_osc(settings: Settings, engine: "Engine", resources: ExitStack) -> None:

@@ -34,6 +34,14 @@ that plugin. A SetParam before an ApplySeeder in the same batch applies to it.
 Seeders. An ApplySeeder command is prepared (files read, phrases parsed) in the
 caller's thread during `apply`, so a bad request is rejected there, and the
 loop only feeds the prepared tokens into the state between two notes.
+
+Live input. A seeder that listens (the `live` seeder) puts the engine into a
+live mode, a LiveSession (sideman.live). LiveNote commands carry the notes
+played into the MIDI input; the engine turns their arrival times into beats,
+feeds the tokens the session returns into the state, and plays its own line
+only while the session says so: during an answer, or always in duet mode.
+While the line is silent the transport keeps counting beats, so answers
+start on bar lines of the same grid.
 """
 
 import bisect
@@ -48,13 +56,34 @@ from typing import Any, Callable, Protocol, Sequence
 import mido
 
 from .clock import Clock
-from .commands import ApplySeeder, Command, Panic, Prime, Reset, Reseed, SetParam, SetSampler, SetTempo, Start, Stop
+from .commands import (
+    MAX_PRIME_TOKENS,
+    ApplySeeder,
+    Command,
+    LiveNote,
+    Panic,
+    Prime,
+    Reset,
+    Reseed,
+    Respond,
+    SetParam,
+    SetSampler,
+    SetTempo,
+    Start,
+    Stop,
+    describe_command,
+    validate_live_note,
+    validate_phrase,
+    validate_seed,
+)
 from .encoding import Token
 from .errors import InvalidInputError, SettingsError
-from .improviser import Improviser
+from .improviser import Checkpoint, Improviser
+from .live import DUET, HANDOVER_GRID_BEATS, ON_GRID_TOLERANCE, LiveOptions, LiveSession, LiveUpdate, next_grid_line
 from .notenames import pitch_name
 from .params import find_param
 from .plugins.filters import PitchRange, Repetition, TopK, TopP
+from .plugins.live import LiveInput
 from .plugins.samplers import Greedy, Temperature
 from .plugins.scale import Scale
 from .plugins.seeders import MidiFilePhrase, OneToken, Phrase, Zero
@@ -73,17 +102,13 @@ IDLE_WAIT = 1.0  # maximum single wait in seconds while nothing is scheduled
 # An onset this many seconds late (the machine stalled) restarts the time
 # grid from now instead of playing the missed notes in a burst.
 RESYNC_LATENESS = 0.1
-# A phrase is fed into the state between two notes, at one LSTM step a
-# token: a longer one would delay the next onset.
-MAX_PRIME_TOKENS = 1024
-PRIME_ITEMS_LOGGED = 16
 ALL_NOTES_OFF = 123  # MIDI control change number
 
 # The built-in plugins, for an engine made without the registry's tables (tests, embedding).
 DEFAULT_REGISTRY: dict[str, type[Sampler]] = {
     plugin.name: plugin for plugin in (Greedy, Temperature, TopK, TopP, PitchRange, Repetition, Scale)
 }
-DEFAULT_SEEDERS: dict[str, type[Seeder]] = {plugin.name: plugin for plugin in (Zero, OneToken, Phrase, MidiFilePhrase)}
+DEFAULT_SEEDERS: dict[str, type[Seeder]] = {plugin.name: plugin for plugin in (Zero, OneToken, Phrase, MidiFilePhrase, LiveInput)}
 # Commands that change what the model draws, so the look-ahead note is drawn again.
 _REDRAWING = (Reseed, Prime, Reset, SetSampler, SetParam, ApplySeeder)
 
@@ -115,7 +140,8 @@ class Engine:
 
     Drive it in its own thread (`start_thread`, `shutdown`) or in the calling
     thread (`run_until`, `run_for`), which with a FakeClock plays any number
-    of notes without sleeping. `channel` is 0-15.
+    of notes without sleeping. `channel` is 0-15. `seeder` is the seeder applied
+    before play: a listening one (the `live` seeder) starts its live mode.
     """
 
     def __init__(
@@ -135,6 +161,8 @@ class Engine:
         on_note: Callable[[NoteEvent], None] | None = None,
         recorder: Recorder | None = None,
         model_name: str = "",
+        beats_per_bar: float = 4.0,
+        seeder: Seeder | None = None,
     ):
         self._improviser = improviser
         self._output = output
@@ -149,6 +177,7 @@ class Engine:
         self._recorder = recorder
         self.model_name = str(model_name or improviser.bundle.metadata.get("name", ""))
         self._steps_per_beat = improviser.steps_per_beat
+        self._beats_per_bar = beats_per_bar
         self._fallback_chain = SamplerChain([], Greedy())
 
         # Parameter values per plugin name: the configured ones, then the current chain's.
@@ -177,12 +206,26 @@ class Engine:
 
         self._onset_beat = 0.0  # beat of the latest onset, note or rest
 
+        # Live mode: the session while a listening seeder is active, and in duet
+        # mode the improviser's checkpoint right after the latest live token.
+        self._live: LiveSession | None = None
+        self._live_seeder = ""  # name of the listening seeder whose session `_live` is
+        self._live_thru = False
+        self._duet_anchor: Checkpoint | None = None
+        self._live_notes_ignored = 0
+        # Set when a command or live event rolled the improviser back, so the look-ahead is drawn again.
+        self._rolled_back = False
+
         # The look-ahead note: its index, onset beat, onset time (None while
         # stopped) and the improviser's checkpoint from before it was drawn.
         self._next_beat = 0.0
         self._next_time: float | None = None
         self._checkpoint = improviser.checkpoint()
         self._next_index = self._draw(0.0)
+
+        # The seeder applied before play; a listening one starts its live mode now.
+        if seeder is not None and getattr(seeder, "listens", False):
+            self._start_live(seeder)
 
         if autoplay:
             self._batches_queued += 1
@@ -202,9 +245,10 @@ class Engine:
         batch = [self._validate(command, pending) for command in commands]
         if not batch:
             return
-        for command in batch:
-            # DEBUG: the OSC layer logs each accepted message at INFO with its sender.
-            log.debug("accepted %s", describe_command(command))
+        if log.isEnabledFor(logging.DEBUG):
+            for command in batch:
+                # DEBUG: the OSC layer logs each accepted message at INFO with its sender.
+                log.debug("accepted %s", describe_command(command))
         with self._applied:
             self._batches_queued += 1
             self._commands.put(batch)
@@ -230,7 +274,9 @@ class Engine:
         running = self._running
         beat = next_beat
         if running:
-            beat = min(self._tempo_map.beat_at(self._clock.now()), next_beat)
+            beat = self._current_beat()
+        live = self._live
+        last_answer = live.last_answer if live is not None else None
         return {
             "tempo": self._tempo_map.bpm_at(next_beat),
             "running": int(running),
@@ -244,7 +290,28 @@ class Engine:
             "velocity": self._velocity,
             "sampler_errors": sum(self._sampler_failures.values()),
             "late_onsets": self._late_onsets,
+            "beats_per_bar": self._beats_per_bar,
+            "live": live.mode if live is not None else "off",
+            "listening": int(live is not None and not live.playing),
+            "live_notes": live.notes if live is not None else 0,
+            "answers": live.answers if live is not None else 0,
+            "live_notes_ignored": self._live_notes_ignored,
+            # Notes of sideman's that came back into its input through a routing loop.
+            "echoes_ignored": int(getattr(self._output, "echoes", 0)),
+            # Start beat and length in beats of the latest answer; -1 when none, length 0 when open-ended.
+            "answer_beat": float(last_answer[0]) if last_answer else -1.0,
+            "answer_beats": float(last_answer[1] or 0.0) if last_answer else -1.0,
         }
+
+    @property
+    def live_thru(self) -> bool:
+        """Whether the MIDI input should send the musician's notes on to the output (the live seeder's `thru`)."""
+        return self._live is not None and self._live_thru
+
+    @property
+    def channel(self) -> int:
+        """Output channel, 0-15."""
+        return self._channel
 
     def start_thread(self) -> None:
         """Run the engine loop in a daemon thread until `shutdown`."""
@@ -330,24 +397,61 @@ class Engine:
         log.info("engine stopped after %d notes", self._notes_played)
 
     def _next_deadline(self) -> float | None:
-        deadline = self._note_offs[0][0] if self._note_offs else None
-        if self._running and (deadline is None or self._next_time < deadline):
-            deadline = self._next_time
-        return deadline
+        candidates = []
+        if self._note_offs:
+            candidates.append(self._note_offs[0][0])
+        if self._line_sounds():
+            candidates.append(self._next_time)
+        live_time = self._live_due_time()
+        if live_time is not None:
+            candidates.append(live_time)
+        answer_end = self._answer_end_time()
+        if answer_end is not None:
+            candidates.append(answer_end)
+        return min(candidates) if candidates else None
+
+    def _answer_end_time(self) -> float | None:
+        """Clock time at which the answer being played ends, so the session listens again on time."""
+        if self._live is None or self._live.answer_end is None or not self._running:
+            return None
+        return self._tempo_map.time_at(self._live.answer_end)
+
+    def _line_sounds(self) -> bool:
+        """Whether sideman's own line plays now: the transport runs and no live mode keeps it silent."""
+        return self._running and (self._live is None or self._live.playing)
+
+    def _current_beat(self) -> float:
+        """The transport's beat position now; while the line sounds, never past the next onset."""
+        beat = self._tempo_map.beat_at(self._clock.now())
+        return min(beat, self._next_beat) if self._line_sounds() else beat
 
     def _play_due(self) -> None:
-        """Send the note_offs that are due, then the onset if it is due."""
+        """Send the note_offs that are due, let the live session decide, then play the onset if it is due."""
         now = self._clock.now()
         while self._note_offs and self._note_offs[0][0] <= now:
             _, pitch = self._note_offs.pop(0)
             self._send(mido.Message("note_off", channel=self._channel, note=pitch, velocity=0), now)
 
-        if self._running and self._next_time <= now:
+        answer_end = self._answer_end_time()
+        if answer_end is not None and answer_end <= now:
+            self._live.answer_finished()
+
+        live_time = self._live_due_time()
+        if live_time is not None and live_time <= now:
+            self._rolled_back = False
+            self._apply_live_update(self._live.advance(self._tempo_map.beat_at(now)))
+            self._redraw_if_rolled_back()
+
+        if self._line_sounds() and self._next_time <= now:
             self._play_onset(now)
 
     def _play_onset(self, now: float) -> None:
         onset_time = self._next_time
         beat = self._next_beat
+        answer_end = self._live.answer_end if self._live is not None else None
+        if answer_end is not None and beat >= answer_end - ON_GRID_TOLERANCE:
+            self._live.answer_finished()
+            return
         if now - onset_time > RESYNC_LATENESS:
             self._late_onsets += 1
             self._tempo_map.restart(now, beat)
@@ -365,6 +469,9 @@ class Engine:
             off_time = onset_time + self._gate * (next_time - onset_time)
             if self._gate <= 1.0:
                 off_time = min(off_time, next_time)
+            if answer_end is not None:
+                # An answer lasts exactly its bars: its last note ends at the answer's end.
+                off_time = min(off_time, self._tempo_map.time_at(answer_end))
             bisect.insort(self._note_offs, (off_time, token.pitch))
             self._notes_played += 1
 
@@ -424,13 +531,17 @@ class Engine:
                 self._send(mido.Message("note_off", channel=self._channel, note=pitch, velocity=0), now)
                 return
 
-    def _release_all(self) -> None:
-        """Send every pending note_off, then All Notes Off on the channel."""
+    def _release_own_notes(self) -> None:
+        """Send the pending note_off of every note of sideman's line now."""
         now = self._clock.now()
         offs, self._note_offs = self._note_offs, []
         for _, pitch in offs:
             self._send(mido.Message("note_off", channel=self._channel, note=pitch, velocity=0), now)
 
+    def _release_all(self) -> None:
+        """Send every pending note_off, then All Notes Off on the channel."""
+        now = self._clock.now()
+        self._release_own_notes()
         self._output.all_notes_off(self._channel)
         if self._recorder is not None:
             self._recorder.record(now, mido.Message("control_change", channel=self._channel, control=ALL_NOTES_OFF, value=0))
@@ -452,11 +563,12 @@ class Engine:
 
     def _apply_batch(self, batch: list[Command]) -> None:
         """Apply a batch, and redraw the look-ahead once at the end when a command changes what the model draws."""
-        rolled_back = False
+        self._rolled_back = False
         for command in batch:
-            if isinstance(command, _REDRAWING) and not rolled_back:
-                self._improviser.rollback(self._checkpoint)
-                rolled_back = True
+            if self._redraws(command):
+                self._rollback_once()
+                # Any change of state other than a live note ends the duet's replacing.
+                self._duet_anchor = None
             try:
                 self._appliers[type(command)](self, command)
             except Exception:
@@ -465,15 +577,33 @@ class Engine:
                 # and the look-ahead is drawn again from the checkpoint.
                 log.exception("could not apply %s; play goes on without it", describe_command(command))
                 self._improviser.rollback(self._checkpoint)
-                rolled_back = True
+                self._rolled_back = True
+        self._redraw_if_rolled_back()
 
-        if rolled_back:
+    def _redraws(self, command: Command) -> bool:
+        """Whether the command changes what the model draws; a parameter of the live mode changes only how it listens."""
+        if isinstance(command, SetParam) and self._live is not None and command.plugin == self._live_seeder:
+            return False
+        return isinstance(command, _REDRAWING)
+
+    def _rollback_once(self) -> None:
+        """Take back the look-ahead draw, once per batch, so the batch's changes apply from the next onset."""
+        if not self._rolled_back:
+            self._improviser.rollback(self._checkpoint)
+            self._rolled_back = True
+
+    def _redraw_if_rolled_back(self) -> None:
+        if self._rolled_back:
             self._checkpoint = self._improviser.checkpoint()
             self._next_index = self._draw(self._next_beat)
+            self._rolled_back = False
 
     def _apply_tempo(self, command: SetTempo) -> None:
-        self._tempo_map.set_tempo(command.bpm, at_beat=self._next_beat)
-        self._tempo_map.discard_before(self._onset_beat)
+        # While the line is silent (a live mode listening) the next onset lies
+        # in the past, so the new tempo starts at the current beat instead.
+        at_beat = self._next_beat if self._line_sounds() else max(self._next_beat, self._tempo_map.beat_at(self._clock.now()))
+        self._tempo_map.set_tempo(command.bpm, at_beat=at_beat)
+        self._tempo_map.discard_before(min(self._onset_beat, at_beat))
 
     def _apply_reseed(self, command: Reseed) -> None:
         self._improviser.reseed(command.seed)
@@ -483,6 +613,10 @@ class Engine:
 
     def _apply_seed(self, command: ApplySeeder) -> None:
         command.prepared.seed(self._improviser)
+        if getattr(command.prepared, "listens", False):
+            self._start_live(command.prepared)
+        elif self._live is not None:
+            self._end_live(f"seeder {command.seeder!r} applied")
 
     def _apply_start(self, command: Start) -> None:
         if self._running:
@@ -491,15 +625,25 @@ class Engine:
         self._tempo_map.restart(first_onset, self._next_beat)
         self._next_time = first_onset
         self._running = True
+        if self._live is not None:
+            self._live.transport_running = True
         if self._origin is None:
             self._origin = first_onset
 
     def _apply_stop(self, command: Stop) -> None:
         if not self._running:
             return
+        if not self._line_sounds():
+            # A live mode listening: the transport's position is now, not the
+            # line's last onset, and Start continues from there.
+            self._next_beat = max(self._next_beat, self._tempo_map.beat_at(self._clock.now()))
         self._running = False
         self._next_time = None
         self._release_all()
+        if self._live is not None:
+            self._live.transport_running = False
+            if self._live.mode != DUET and self._live.playing:
+                self._live.answer_dropped()
 
     def _apply_panic(self, command: Panic) -> None:
         self._release_all()
@@ -518,6 +662,117 @@ class Engine:
         for member in self._improviser.chain.members():
             if member.name == command.plugin:
                 member.set_param(command.name, command.value)
+        if self._live is not None and command.plugin == self._live_seeder:
+            self._change_live_param(command.name)
+
+    # Live mode: a listening seeder's session, fed by LiveNote commands.
+
+    def _start_live(self, seeder: Seeder) -> None:
+        """Enter the live mode the listening seeder's values describe; the line sounds only in duet mode."""
+        values = seeder.values
+        # Every value of the seeder, not only those set so far, so that a later SetParam changes one of a full set.
+        all_values = {name: dict(plugin_values) for name, plugin_values in self._param_values.items()}
+        all_values[seeder.name] = dict(values)
+        self._param_values = all_values
+        self._live_seeder = seeder.name
+
+        options = LiveOptions.from_values(values)
+        was_sounding = self._line_sounds()
+        self._live = LiveSession(options, self._improviser.bundle.encoding, self._beats_per_bar)
+        self._live.transport_running = self._running
+        self._live_thru = bool(values.get("thru", False))
+        self._duet_anchor = None
+        log.info(
+            "live mode %s: listening on MIDI channel %s, quantized to %s%s",
+            options.mode, options.channel or "any", options.quantize, ", MIDI thru on" if self._live_thru else "",
+        )
+        self._follow_sounding_change(was_sounding)
+
+    def _end_live(self, reason: str) -> None:
+        was_sounding = self._line_sounds()
+        self._live = None
+        self._live_thru = False
+        self._duet_anchor = None
+        log.info("live mode off (%s): sideman plays its own line", reason)
+        self._follow_sounding_change(was_sounding)
+
+    def _change_live_param(self, name: str) -> None:
+        """Apply a changed `live` parameter: a new mode starts a new session, the others apply at once."""
+        values = self._param_values[self._live_seeder]
+        if name == "mode":
+            self._start_live(self._seeders[self._live_seeder](**values))
+            return
+        self._live.set_options(LiveOptions.from_values(values))
+        self._live_thru = bool(values.get("thru", False))
+
+    def _follow_sounding_change(self, was_sounding: bool) -> None:
+        """Release the line's notes when it fell silent; schedule its next onset when it starts sounding."""
+        sounding = self._line_sounds()
+        if was_sounding and not sounding:
+            self._release_own_notes()
+        elif sounding and not was_sounding:
+            self._schedule_line(next_grid_line(self._tempo_map.beat_at(self._clock.now() + START_MARGIN), HANDOVER_GRID_BEATS))
+
+    def _schedule_line(self, beat: float) -> None:
+        """Let the line's next onset (the look-ahead note) sound at `beat`."""
+        self._next_beat = beat
+        self._next_time = self._tempo_map.time_at(beat)
+
+    def _live_due_time(self) -> float | None:
+        if self._live is None:
+            return None
+        due_beat = self._live.due_beat()
+        return None if due_beat is None else self._tempo_map.time_at(due_beat)
+
+    def _apply_live_note(self, command: LiveNote) -> None:
+        live = self._live
+        if live is None or not live.accepts_channel(command.channel):
+            self._live_notes_ignored += 1
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s ignored: %s", describe_command(command), "no live mode" if live is None else "another channel")
+            return
+        beat = self._tempo_map.beat_at(command.time)
+        if command.velocity > 0:
+            self._apply_live_update(live.note_on(command.pitch, beat))
+        else:
+            self._apply_live_update(live.note_off(command.pitch, beat))
+
+    def _apply_respond(self, command: Respond) -> None:
+        if self._live is not None:
+            self._apply_live_update(self._live.respond(self._tempo_map.beat_at(self._clock.now() + START_MARGIN)))
+
+    def _apply_live_update(self, update: LiveUpdate) -> None:
+        if update.interrupt:
+            self._release_own_notes()
+        if update.tokens:
+            self._feed_live(update.tokens)
+        if update.phrase_ended:
+            self._duet_anchor = None
+        if update.answer_at is not None:
+            self._schedule_line(update.answer_at)
+
+    def _feed_live(self, tokens: list[Token]) -> None:
+        """Feed the musician's tokens into the state; the look-ahead is drawn again from the new state.
+
+        In duet mode the live tokens replace sideman's own: the state goes back
+        to where the previous live token left it (the random generator does
+        not), so sideman's notes since then no longer count.
+        """
+        if self._live.mode == DUET:
+            anchor = self._duet_anchor or self._checkpoint
+            generator_state = self._improviser.context.rng.bit_generator.state
+            self._improviser.rollback(anchor)
+            self._improviser.context.rng.bit_generator.state = generator_state
+            self._rolled_back = True
+        else:
+            self._rollback_once()
+
+        self._improviser.prime(tokens)
+        self._improviser.context.seed_tokens = tuple(self._improviser.vocabulary.indices(self._live.phrase_tokens))
+        if self._live.mode == DUET:
+            self._duet_anchor = self._improviser.checkpoint()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("fed %d live tokens: %s", len(tokens), " ".join(f"{pitch_name(token.pitch)}:{token.steps}" for token in tokens))
 
     _appliers: dict[type, Callable[["Engine", Any], None]] = {
         SetTempo: _apply_tempo,
@@ -530,6 +785,8 @@ class Engine:
         SetSampler: _apply_sampler,
         SetParam: _apply_param,
         ApplySeeder: _apply_seed,
+        LiveNote: _apply_live_note,
+        Respond: _apply_respond,
     }
 
     def _validate(self, command: Command, pending: dict[str, dict[str, Any]]) -> Command:
@@ -555,6 +812,12 @@ class Engine:
             return converted
         if isinstance(command, ApplySeeder):
             return ApplySeeder(command.seeder, self._prepare_seeder(command.seeder, pending))
+        if isinstance(command, LiveNote):
+            return validate_live_note(command)
+        if isinstance(command, Respond):
+            if self._live is None:
+                raise InvalidInputError("respond needs a live mode: apply the live seeder first (/sideman/seeder live)")
+            return command
         if isinstance(command, (Start, Stop, Panic, Reset)):
             return command
         raise InvalidInputError(f"unknown engine command {command!r}")
@@ -578,50 +841,6 @@ class Engine:
                 f"at most {MAX_PRIME_TOKENS}: choose fewer bars"
             )
         return seeder
-
-
-def validate_seed(seed: int) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise InvalidInputError(f"invalid seed {seed!r}: expected a whole number of 0 or more")
-    return seed
-
-
-def validate_phrase(phrase: Sequence[tuple[int | None, float]]) -> tuple[tuple[int | None, float], ...]:
-    """Check a phrase of (MIDI pitch or None for a rest, duration in beats) pairs."""
-    phrase = tuple(phrase)
-    if not phrase:
-        raise InvalidInputError("invalid phrase: expected at least one (pitch, beats) pair")
-    if len(phrase) > MAX_PRIME_TOKENS:
-        raise InvalidInputError(f"phrase of {len(phrase)} notes and rests is too long: at most {MAX_PRIME_TOKENS}")
-
-    for position, pair in enumerate(phrase, start=1):
-        if not isinstance(pair, tuple) or len(pair) != 2:
-            raise InvalidInputError(f"invalid phrase item {position}: {pair!r}, expected (pitch or None for a rest, beats)")
-        pitch, beats = pair
-        if pitch is not None and (isinstance(pitch, bool) or not isinstance(pitch, int) or not 0 <= pitch <= 127):
-            raise InvalidInputError(f"invalid pitch {pitch!r} in phrase item {position}: expected a MIDI pitch 0-127 or a rest")
-        if isinstance(beats, bool) or not isinstance(beats, (int, float)) or not math.isfinite(beats) or beats <= 0:
-            raise InvalidInputError(f"invalid duration {beats!r} beats in phrase item {position}: expected a number above 0")
-    return phrase
-
-
-def describe_command(command: Command) -> str:
-    """Describe a command for the log, in the musician's words."""
-    if isinstance(command, SetTempo):
-        return f"tempo {command.bpm:g} BPM from the next note"
-    if isinstance(command, Reseed):
-        return f"seed {command.seed}"
-    if isinstance(command, Prime):
-        shown = " ".join(f"{pitch_name(pitch)}:{beats:g}" for pitch, beats in command.phrase[:PRIME_ITEMS_LOGGED])
-        more = " ..." if len(command.phrase) > PRIME_ITEMS_LOGGED else ""
-        return f"prime with {len(command.phrase)} notes and rests (pitch:beats): {shown}{more}"
-    if isinstance(command, SetSampler):
-        return f"sampler chain {' '.join(command.names)!r}"
-    if isinstance(command, SetParam):
-        return f"plugin parameter {command.plugin}.{command.name} = {command.value!r}"
-    if isinstance(command, ApplySeeder):
-        return f"seeder {command.seeder!r}"
-    return type(command).__name__.lower()
 
 
 def _failing_sampler(error: BaseException) -> str | None:

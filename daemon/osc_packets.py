@@ -18,7 +18,7 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.parsing import osc_types
 
-from .commands import ApplySeeder, Command, Panic, Prime, Reseed, Reset, SetParam, SetSampler, SetTempo, Start, Stop
+from .commands import ApplySeeder, Command, Panic, Prime, Reseed, Reset, Respond, SetParam, SetSampler, SetTempo, Start, Stop
 from .errors import InvalidInputError
 from .tempo import MAX_BPM as MAX_TEMPO_BPM
 from .tempo import MIN_BPM as MIN_TEMPO_BPM
@@ -236,6 +236,7 @@ _TRANSLATORS: dict[str, Callable[[list[Any]], Action]] = {
     f"{PREFIX}/stop": _without_arguments(Stop),
     f"{PREFIX}/panic": _without_arguments(Panic),
     f"{PREFIX}/reset": _without_arguments(Reset),
+    f"{PREFIX}/respond": _without_arguments(Respond),
     f"{PREFIX}/sampler": _sampler,
     f"{PREFIX}/param": _param,
     f"{PREFIX}/seeder": _seeder,

@@ -85,8 +85,9 @@ def run_sideman(*args: str, timeout: float = SUBPROCESS_TIMEOUT) -> subprocess.C
 
 
 def run_with_fake_output(*args: str) -> tuple[dict, subprocess.CompletedProcess]:
+    """Run `sideman` with a fake MIDI output and no MIDI input, so no MIDI system is needed."""
     completed = subprocess.run(
-        [sys.executable, "-c", FAKE_OUTPUT_RUNNER, *args], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, cwd=REPOSITORY,
+        [sys.executable, "-c", FAKE_OUTPUT_RUNNER, *args, "--no-midi-in"], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, cwd=REPOSITORY,
     )
     report_lines = [line for line in completed.stdout.splitlines() if line.startswith("REPORT ")]
     assert report_lines, completed.stderr
@@ -409,7 +410,7 @@ def test_run_records_to_file(bundle_path, tmp_path):
 
 def test_run_stops_cleanly_on_sigterm(bundle_path):
     process = subprocess.Popen(
-        [sys.executable, "-c", FAKE_OUTPUT_RUNNER, "run", "--model", str(bundle_path), "--osc-port", "0", "--tempo", "300"],
+        [sys.executable, "-c", FAKE_OUTPUT_RUNNER, "run", "--model", str(bundle_path), "--osc-port", "0", "--tempo", "300", "--no-midi-in"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPOSITORY,
     )
     try:

@@ -1,0 +1,92 @@
+"""Route each message from the MIDI input: live notes to the engine, mapped CCs to commands, MIDI thru to the output.
+
+The router runs on the MIDI input's callback thread and must return
+quickly: it only checks, converts and queues (`Engine.apply`), and the
+engine applies everything between two notes. Notes that sideman sent and
+that come back through a routing loop are recognised by the shared output
+(`SharedOutput.is_echo`) and dropped, so sideman never answers itself.
+"""
+
+import logging
+
+import mido
+
+from .ccmap import CcMap
+from .clock import Clock
+from .commands import LiveNote
+from .errors import InvalidInputError, SettingsError
+from .midiinput import RepeatedWarning
+from .sharedoutput import SharedOutput
+
+log = logging.getLogger(__name__)
+
+# Channel voice messages that MIDI thru passes on besides notes.
+THRU_TYPES = frozenset({"pitchwheel", "aftertouch", "polytouch"})
+
+
+class InputRouter:
+    """The MIDI input's `on_message` handler."""
+
+    def __init__(self, engine, output: SharedOutput, clock: Clock, cc_map: CcMap | None = None):
+        self._engine = engine
+        self._output = output
+        self._clock = clock
+        self._cc_map = cc_map
+        # Notes sent on by MIDI thru and not yet released, as (input channel, pitch):
+        # their note_off goes on even after thru is turned off, so none hangs.
+        self._thru_sounding: set[tuple[int, int]] = set()
+        self._thru_failures = RepeatedWarning("%d more messages could not be sent on by MIDI thru")
+
+    def __call__(self, message: mido.Message) -> None:
+        now = self._clock.now()
+        if message.type in ("note_on", "note_off"):
+            self._route_note(message, now)
+        elif message.type == "control_change":
+            self._route_control(message)
+        elif message.type in THRU_TYPES:
+            self._route_other(message)
+        else:
+            # NOTE: MIDI clock, Start, Stop, Continue and Song Position Pointer
+            # arrive here too, but sideman does not follow an external clock yet.
+            log.debug("MIDI input: %s ignored", message.type)
+
+    def _route_note(self, message: mido.Message, now: float) -> None:
+        if self._output.is_echo(message, now):
+            log.debug("MIDI input: %s is sideman's own note coming back; ignored", message)
+            return
+
+        velocity = message.velocity if message.type == "note_on" else 0
+        key = (message.channel, message.note)
+        if velocity > 0:
+            if self._engine.live_thru and self._thru(message):
+                self._thru_sounding.add(key)
+        elif key in self._thru_sounding:
+            self._thru_sounding.discard(key)
+            self._thru(message)
+        self._apply([LiveNote(message.note, velocity, now, message.channel)], message)
+
+    def _route_control(self, message: mido.Message) -> None:
+        commands = self._cc_map.translate(message) if self._cc_map else []
+        if commands:
+            self._apply(commands, message)
+        elif self._engine.live_thru:
+            self._thru(message)
+
+    def _route_other(self, message: mido.Message) -> None:
+        if self._engine.live_thru:
+            self._thru(message)
+
+    def _thru(self, message: mido.Message) -> bool:
+        """Send the musician's message on to the output, on sideman's channel; return whether it went out."""
+        try:
+            self._output.send(message.copy(channel=self._engine.channel))
+        except Exception as error:
+            self._thru_failures.warn("MIDI thru could not send %s: %s", message, error)
+            return False
+        return True
+
+    def _apply(self, commands: list, message: mido.Message) -> None:
+        try:
+            self._engine.apply(commands)
+        except (InvalidInputError, SettingsError) as error:
+            log.warning("MIDI input: %s rejected: %s", message, error)

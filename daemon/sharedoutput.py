@@ -1,0 +1,113 @@
+"""The MIDI output as the engine and the MIDI input share it: one sender at a time, and a memory of what was sent.
+
+Two threads send: the engine's (sideman's notes) and the MIDI input's
+(MIDI thru of the musician's notes). SharedOutput serializes them and keeps:
+
+- the notes sounding on each channel, so that All Notes Off also sends an
+  explicit note_off for each of them (some synths ignore CC 123) and a
+  note_on of a pitch that already sounds is preceded by its note_off;
+- the notes sent in the last moments, so that the MIDI input can tell
+  sideman's own notes coming back through a routing loop from the
+  musician's (`is_echo`).
+"""
+
+import threading
+from collections import deque
+
+import mido
+
+from .clock import Clock
+
+# A note that comes back into the input within this many seconds of being
+# sent, with the same channel and pitch, is our own. JACK delivers a looped
+# message one or two periods later (1.3 ms each at 64 frames, 48 kHz).
+ECHO_WINDOW = 0.02
+SENT_REMEMBERED = 512
+
+
+class SharedOutput:
+    """Wraps a MessageOutput (`send`, `all_notes_off`); safe to call from several threads."""
+
+    def __init__(self, output, clock: Clock, echo_window: float = ECHO_WINDOW):
+        self._output = output
+        self._clock = clock
+        self._echo_window = echo_window
+        self._lock = threading.Lock()
+        # (clock time, message bytes) of recent note messages, oldest first.
+        self._sent: deque[tuple[float, tuple[int, ...]]] = deque(maxlen=SENT_REMEMBERED)
+        self._sounding: set[tuple[int, int]] = set()  # (channel, pitch)
+        self.echoes = 0
+
+    @property
+    def clock(self) -> Clock:
+        """The clock that times what was sent, and so the clock for echo checks."""
+        return self._clock
+
+    @property
+    def name(self) -> str:
+        return getattr(self._output, "name", "output")
+
+    def send(self, message: mido.Message) -> None:
+        """Send a message; a note_on of a pitch that sounds on its channel is preceded by that pitch's note_off."""
+        with self._lock:
+            if _is_note(message):
+                self._send_note(message)
+            else:
+                self._output.send(message)
+
+    def all_notes_off(self, channel: int) -> None:
+        """Send a note_off for every note sounding on `channel` (0-15), then All Notes Off (CC 123)."""
+        with self._lock:
+            for sounding_channel, pitch in sorted(self._sounding):
+                if sounding_channel == channel:
+                    self._send_note(mido.Message("note_off", channel=channel, note=pitch, velocity=0))
+            self._output.all_notes_off(channel)
+
+    def sounding(self, channel: int) -> list[int]:
+        """Pitches sounding on `channel` (0-15), as far as this output sent them."""
+        with self._lock:
+            return sorted(pitch for sounding_channel, pitch in self._sounding if sounding_channel == channel)
+
+    def is_echo(self, message: mido.Message, time: float) -> bool:
+        """Whether a note message received at `time` is one we sent moments ago, coming back; each sent note explains one echo.
+
+        The bytes must be equal (type, channel, pitch and velocity), so a
+        musician's note of the same pitch at the same moment, which almost
+        never has sideman's velocity, still counts as theirs.
+        """
+        if not _is_note(message):
+            return False
+        received = tuple(message.bytes())
+        with self._lock:
+            for index in range(len(self._sent) - 1, -1, -1):
+                sent_time, sent = self._sent[index]
+                if time - sent_time > self._echo_window:
+                    return False
+                if sent == received:
+                    del self._sent[index]
+                    self.echoes += 1
+                    return True
+        return False
+
+    def _send_note(self, message: mido.Message) -> None:
+        key = (message.channel, message.note)
+        on = _turns_on(message)
+        if on and key in self._sounding:
+            self._send_and_remember(mido.Message("note_off", channel=message.channel, note=message.note, velocity=0))
+        self._send_and_remember(message)
+        if on:
+            self._sounding.add(key)
+        else:
+            self._sounding.discard(key)
+
+    def _send_and_remember(self, message: mido.Message) -> None:
+        self._output.send(message)
+        self._sent.append((self._clock.now(), tuple(message.bytes())))
+
+
+def _is_note(message: mido.Message) -> bool:
+    return message.type in ("note_on", "note_off")
+
+
+def _turns_on(message: mido.Message) -> bool:
+    return message.type == "note_on" and message.velocity > 0
