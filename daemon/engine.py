@@ -78,6 +78,7 @@ from .commands import (
 )
 from .encoding import Token
 from .errors import InvalidInputError, SettingsError
+from .failures import PluginFailures
 from .improviser import Checkpoint, Improviser
 from .live import DUET, HANDOVER_GRID_BEATS, ON_GRID_TOLERANCE, LiveOptions, LiveSession, LiveUpdate, next_grid_line
 from .notenames import pitch_name
@@ -202,7 +203,8 @@ class Engine:
         self._note_offs: list[tuple[float, int]] = []  # (clock time, pitch), sorted by time
         self._notes_played = 0
         self._late_onsets = 0
-        self._sampler_failures: dict[str, int] = {}
+        # Failures of samplers and of seeders; both share the plugin namespace.
+        self._failures = PluginFailures()
 
         self._onset_beat = 0.0  # beat of the latest onset, note or rest
 
@@ -288,7 +290,8 @@ class Engine:
             "channel": self._channel + 1,
             "gate": self._gate,
             "velocity": self._velocity,
-            "sampler_errors": sum(self._sampler_failures.values()),
+            "sampler_errors": self._failures.total,
+            "disabled_plugins": " ".join(sorted(self._failures.disabled)),
             "late_onsets": self._late_onsets,
             "beats_per_bar": self._beats_per_bar,
             "live": live.mode if live is not None else "off",
@@ -502,14 +505,17 @@ class Engine:
             self._improviser.chain = chain
 
     def _report_sampler_failure(self, error: Exception) -> None:
-        plugin = _failing_sampler(error) or self._improviser.chain.describe()
-        count = self._sampler_failures.get(plugin, 0) + 1
-        self._sampler_failures[plugin] = count
-        # The first failure of each plugin with its traceback, then only a count, so a broken plugin cannot flood the log.
-        if count == 1:
-            log.error("sampler %r failed, so this note is greedy (argmax); later failures are counted in status", plugin, exc_info=error)
-        else:
-            log.debug("sampler %r failed again (%d times): %s", plugin, count, error)
+        chain = self._improviser.chain
+        plugin = _failing_sampler(error)
+        if not self._failures.record(plugin or chain.describe(), error, "sampler", "this note is greedy (argmax)"):
+            return
+
+        # Disabled: the plugin leaves the chain (a chooser gives way to greedy),
+        # or the whole chain does when the failure could not be traced to one plugin.
+        filters = [member for member in chain.filters if plugin is not None and member.name != plugin]
+        chooser = chain.chooser if plugin is not None and chain.chooser.name != plugin else Greedy()
+        self._improviser.chain = SamplerChain(filters, chooser)
+        log.error("the sampler chain is now %r", self._improviser.chain.describe())
 
     def _notify(self, event: NoteEvent) -> None:
         try:
@@ -571,11 +577,14 @@ class Engine:
                 self._duet_anchor = None
             try:
                 self._appliers[type(command)](self, command)
-            except Exception:
+            except Exception as error:
                 # A command that passed validation but fails here (a plugin's
                 # bug, an extreme value) must not stop the music: it is dropped
                 # and the look-ahead is drawn again from the checkpoint.
-                log.exception("could not apply %s; play goes on without it", describe_command(command))
+                if isinstance(command, ApplySeeder):
+                    self._failures.record(command.seeder, error, "seeder", "its request is dropped and play goes on")
+                else:
+                    log.exception("could not apply %s; play goes on without it", describe_command(command))
                 self._improviser.rollback(self._checkpoint)
                 self._rolled_back = True
         self._redraw_if_rolled_back()
@@ -805,6 +814,8 @@ class Engine:
             # A chain written as one string, "top_p temperature", is split at spaces.
             names = tuple(command.names.split()) if isinstance(command.names, str) else tuple(command.names)
             build_chain(names, self._registry)
+            for name in names:
+                self._check_enabled(name, "sampler")
             return SetSampler(names)
         if isinstance(command, SetParam):
             converted = replace(command, value=self._convert_param(command))
@@ -831,10 +842,27 @@ class Engine:
             )
         return find_param(plugin, command.name).convert(command.value, command.plugin)
 
+    def _check_enabled(self, name: str, kind: str) -> None:
+        try:
+            self._failures.check_enabled(name, kind)
+        except ValueError as error:
+            raise InvalidInputError(str(error)) from None
+
     def _prepare_seeder(self, name: str, pending: dict[str, dict[str, Any]]) -> Seeder:
-        """Build and prepare a seeder in the caller's thread; raise InvalidInputError when its input is invalid."""
+        """Build and prepare a seeder in the caller's thread; raise InvalidInputError when its input is invalid.
+
+        A seeder that raises anything else has a bug: the failure is counted
+        (see PluginFailures) and the request rejected.
+        """
+        self._check_enabled(name, "seeder")
         seeder = build_seeder(name, self._seeders, pending)
-        seeder.prepare(self._improviser)
+        try:
+            seeder.prepare(self._improviser)
+        except InvalidInputError:
+            raise
+        except Exception as error:
+            self._failures.record(name, error, "seeder", "its request is rejected")
+            raise InvalidInputError(f"seeder {name!r} failed: {error}") from error
         if isinstance(seeder, PhraseSeeder) and seeder.prepared_length > MAX_PRIME_TOKENS:
             raise InvalidInputError(
                 f"seeder {name!r} would prime {seeder.prepared_length} notes and rests between two notes, "

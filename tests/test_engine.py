@@ -7,15 +7,17 @@ import mido
 import pytest
 
 from sideman.clock import FakeClock, MonotonicClock
-from sideman.commands import Panic, Prime, Reset, Reseed, SetParam, SetSampler, SetTempo, Start, Stop
+from sideman.commands import ApplySeeder, Panic, Prime, Reset, Reseed, SetParam, SetSampler, SetTempo, Start, Stop
 from sideman.encoding import Token
 from sideman.engine import MAX_PRIME_TOKENS, START_MARGIN, Engine
 from sideman.errors import InvalidInputError, SettingsError
+from sideman.failures import PluginFailures
 from sideman.improviser import Improviser
 from sideman.plugins.samplers import Greedy, Temperature
 from sideman.recorder import Recorder
 from sideman.render import render
 from sideman.sampling import Chooser, Filter, SamplerChain
+from sideman.seeding import Seeder
 from sideman.vocabulary import Vocabulary
 from tests.factories import random_bundle
 
@@ -507,12 +509,16 @@ def test_sampler_exception_falls_back_to_greedy(caplog):
     played = len(harness.shown)
     assert played > 20
     assert harness.tokens == [token for token in reference_tokens(1, 500, chooser=Greedy()) if token.pitch is not None][:played]
-    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
-    assert len(errors) == 1
-    assert "'broken'" in errors[0].getMessage()
+    # One error with the traceback, one when the sampler is disabled, one naming the new chain.
+    errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    assert len(errors) == 3
+    assert "'broken' failed, so" in errors[0]
+    assert "disabled" in errors[1]
+    assert "'greedy'" in errors[2]
     status = harness.engine.status()
-    assert status["sampler_errors"] >= played
-    assert status["sampler"] == "broken"
+    assert status["sampler_errors"] == PluginFailures().limit
+    # Disabled after repeated failures: the chooser gave way to greedy.
+    assert status["sampler"] == "greedy"
 
 
 def test_failing_filter_named_in_log(caplog):
@@ -798,3 +804,40 @@ def test_failing_command_does_not_stop_play(monkeypatch, caplog):
     assert len(harness.output.notes("note_on")) > played
     assert harness.engine.status()["tempo"] == pytest.approx(240.0)
     assert "could not apply reset" in caplog.text
+
+
+class BrokenSeeder(Seeder):
+    name = "broken_seeder"
+
+    def prepare(self, improviser):
+        raise KeyError("broken on purpose")
+
+
+def test_sampler_disabled_after_repeated_failures(caplog):
+    harness = Harness(seed=1, registry=REGISTRY | {"broken_filter": BrokenFilter})
+    harness.improviser.chain = SamplerChain([BrokenFilter()], Temperature())
+
+    with caplog.at_level(logging.ERROR, logger="sideman"):
+        harness.engine.apply([Reseed(3)])
+        harness.engine.run_until(30.0)
+
+    status = harness.engine.status()
+    assert status["sampler_errors"] == PluginFailures().limit
+    assert status["disabled_plugins"] == "broken_filter"
+    assert status["sampler"] == "temperature"
+    assert any("disabled" in record.getMessage() for record in caplog.records)
+    with pytest.raises(InvalidInputError, match="disabled"):
+        harness.engine.apply([SetSampler(("broken_filter", "temperature"))])
+
+
+def test_seeder_failures_rejected_then_disabled():
+    harness = Harness(seed=1, seeders={"broken_seeder": BrokenSeeder})
+
+    for _ in range(PluginFailures().limit):
+        with pytest.raises(InvalidInputError, match="failed"):
+            harness.engine.apply([ApplySeeder("broken_seeder")])
+
+    with pytest.raises(InvalidInputError, match="disabled"):
+        harness.engine.apply([ApplySeeder("broken_seeder")])
+    harness.engine.run_until(5.0)
+    assert len(harness.shown) > 3
