@@ -191,17 +191,17 @@ def beats_per_bar(meter: str) -> float:
 def spec_of(section: str, key: str) -> Spec:
     """Return the declaration of `[section] key`; raise KeyError when there is none."""
     for declared in dataclasses.fields(SECTIONS[section]):
-        if _file_key(declared.name) == key:
+        if file_key(declared.name) == key:
             return Spec(key, declared.type, declared.default, **declared.metadata)
     raise KeyError(f"{section}.{key}")
 
 
 def specs(section: str) -> list[Spec]:
     """Return the declarations of every key of a section, in file order."""
-    return [spec_of(section, _file_key(declared.name)) for declared in dataclasses.fields(SECTIONS[section])]
+    return [spec_of(section, file_key(declared.name)) for declared in dataclasses.fields(SECTIONS[section])]
 
 
-def _file_key(field_name: str) -> str:
+def file_key(field_name: str) -> str:
     """The key of a field in settings files: `input` is written `in`, which Python cannot name."""
     return "in" if field_name == "input" else field_name
 

@@ -285,8 +285,11 @@ def _run_command(args: argparse.Namespace) -> int:
     from sideman.registry import all_plugins, load_all
 
     samplers, seeders = load_all()
-    settings = load_command_settings(args, all_plugins(samplers, seeders))
-    return run_daemon(settings, samplers, RunOptions(record=args.record, duration=args.duration, show=args.show), seeders)
+    plugins = all_plugins(samplers, seeders)
+    settings = load_command_settings(args, plugins)
+    options = RunOptions(record=args.record, duration=args.duration, show=args.show)
+    # SIGHUP reads the --config file again; the command-line options still win over it.
+    return run_daemon(settings, samplers, options, seeders, load_settings=lambda: load_command_settings(args, plugins))
 
 
 def _generate_command(args: argparse.Namespace) -> int:

@@ -9,7 +9,9 @@ port in use) raises a SidemanError that the CLI prints as one line.
 
 SIGINT and SIGTERM end the run cleanly, with exit code 0: the engine sends
 every pending note_off and All Notes Off on its channel and writes the
-`--record` file, then the OSC server stops and the MIDI port closes.
+`--record` file, then the OSC server stops and the MIDI port closes. SIGHUP
+reads the settings again and applies what can change during play
+(sideman.reload).
 `/sideman/stop` only stops playing; the daemon keeps running until a signal.
 This module imports no TensorFlow: the engine steps the model with numpy.
 """
@@ -22,7 +24,7 @@ import threading
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, TextIO
+from typing import TYPE_CHECKING, Callable, Iterator, TextIO
 
 from sideman.config.schema import Settings
 
@@ -43,6 +45,8 @@ SHUTDOWN_TIMEOUT = 2.0
 # Seconds between checks that the engine thread is still playing.
 ENGINE_CHECK_INTERVAL = 0.25
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP reloads the settings file; Windows has no SIGHUP.
+RELOAD_SIGNAL = getattr(signal, "SIGHUP", None)
 
 
 @dataclass(frozen=True)
@@ -57,10 +61,17 @@ class RunOptions:
     show: bool = False
 
 
-def run_daemon(settings: Settings, samplers: dict[str, type], options: RunOptions, seeders: dict[str, type] | None = None) -> int:
+def run_daemon(
+    settings: Settings,
+    samplers: dict[str, type],
+    options: RunOptions,
+    seeders: dict[str, type] | None = None,
+    load_settings: Callable[[], Settings] | None = None,
+) -> int:
     """Run the daemon with validated `settings` until SIGINT, SIGTERM or `options.duration`; return the exit code.
 
     `seeders` defaults to the installed ones; `settings.run.seeder` seeds the model before play starts.
+    `load_settings` reads the settings again, as at start-up; SIGHUP calls it (sideman.reload).
     """
     from .bundle import load_bundle
     from .improviser import Improviser
@@ -83,7 +94,8 @@ def run_daemon(settings: Settings, samplers: dict[str, type], options: RunOption
         check_output_path(options.record, "recording")
 
     shutdown_requested = threading.Event()
-    with shutdown_signals(shutdown_requested), ExitStack() as resources:
+    reload_requested = threading.Event()
+    with shutdown_signals(shutdown_requested, reload_requested), ExitStack() as resources:
         engine, output = _create_engine(settings, samplers, seeders, improviser, seeder, options, resources)
         # OSC listens before the first note, so a port in use stops start-up in silence.
         _start_osc(settings, engine, resources)
@@ -93,8 +105,9 @@ def run_daemon(settings: Settings, samplers: dict[str, type], options: RunOption
         resources.callback(engine.shutdown, SHUTDOWN_TIMEOUT)
         if settings.midi.listen:
             _open_midi_input(settings, engine, output, cc_map, resources)
-        logger.info("sideman is running; stop it with Ctrl-C or SIGTERM")
-        _wait_for_end(shutdown_requested, engine, options.duration)
+        logger.info("sideman is running; stop it with Ctrl-C or SIGTERM, reload the settings with SIGHUP")
+        reloader = _Reloader(settings, load_settings, engine, reload_requested)
+        _wait_for_end(shutdown_requested, engine, options.duration, reloader)
 
     if engine.failure is not None:
         raise SidemanError(f"playing stopped because of an error: {engine.failure}") from engine.failure
@@ -102,10 +115,33 @@ def run_daemon(settings: Settings, samplers: dict[str, type], options: RunOption
     return 0
 
 
-def _wait_for_end(shutdown_requested: threading.Event, engine: "Engine", duration: float | None) -> None:
-    """Return on a shutdown signal, when `duration` seconds have passed, or when the engine thread failed."""
+class _Reloader:
+    """Reload the settings when SIGHUP has set `requested`, from the main thread."""
+
+    def __init__(self, settings: Settings, load: Callable[[], Settings] | None, engine: "Engine", requested: threading.Event):
+        self.settings = settings
+        self._load = load
+        self._engine = engine
+        self._requested = requested
+
+    def __call__(self) -> None:
+        if not self._requested.is_set():
+            return
+        self._requested.clear()
+        if self._load is None:
+            logger.warning("SIGHUP ignored: this run has no settings to reload")
+            return
+
+        from .reload import reload_settings
+
+        self.settings = reload_settings(self.settings, self._load, self._engine.apply)
+
+
+def _wait_for_end(shutdown_requested: threading.Event, engine: "Engine", duration: float | None, reloader: Callable[[], None] = lambda: None) -> None:
+    """Return on a shutdown signal, when `duration` seconds have passed, or when the engine thread failed; reload on SIGHUP."""
     end = None if duration is None else time.monotonic() + duration
     while True:
+        reloader()
         timeout = ENGINE_CHECK_INTERVAL if end is None else min(ENGINE_CHECK_INTERVAL, max(0.0, end - time.monotonic()))
         if shutdown_requested.wait(timeout):
             logger.info("shutting down")
@@ -215,8 +251,10 @@ def _start_osc(settings: Settings, engine: "Engine", resources: ExitStack) -> No
 
 
 @contextmanager
-def shutdown_signals(shutdown_requested: threading.Event) -> Iterator[None]:
-    """Make SIGINT and SIGTERM set `shutdown_requested` instead of killing the process; restore the old handlers on exit.
+def shutdown_signals(shutdown_requested: threading.Event, reload_requested: threading.Event | None = None) -> Iterator[None]:
+    """Make SIGINT and SIGTERM set `shutdown_requested` instead of killing the process, and SIGHUP set `reload_requested`.
+
+    The old handlers come back on exit.
 
     Outside the main thread Python cannot install signal handlers, so there
     this does nothing and the caller relies on its own stop condition.
@@ -234,7 +272,14 @@ def shutdown_signals(shutdown_requested: threading.Event) -> Iterator[None]:
         logger.info("received %s", name)
         shutdown_requested.set()
 
+    def request_reload(signum: int, frame) -> None:
+        logger.info("received SIGHUP: reloading the settings")
+        # The main loop checks it every ENGINE_CHECK_INTERVAL seconds.
+        reload_requested.set()
+
     previous = {signum: signal.signal(signum, request_shutdown) for signum in SHUTDOWN_SIGNALS}
+    if reload_requested is not None and RELOAD_SIGNAL is not None:
+        previous[RELOAD_SIGNAL] = signal.signal(RELOAD_SIGNAL, request_reload)
     try:
         yield
     finally:
