@@ -83,7 +83,7 @@ class RunSettings:
     tempo: float = setting(120.0, "tempo", unit="BPM", low=20, high=400)
     seed: int = setting(0, "seed of the sampler's random generator: the same seed and settings give the same notes", low=0, high=MAX_RUN_SEED)
     sampler: tuple[str, ...] = setting(("temperature",), 'sampler chain by plugin name, filters first and one chooser last, e.g. "top_p temperature"')
-    seeder: str = setting("zero", 'seeder applied before play starts, e.g. "zero", "phrase" or "file"; its [plugins.<name>] table sets it')
+    seeder: str = setting("zero", 'seeder applied before play starts, e.g. "zero", "phrase", "file" or "live" (the MIDI input); its [plugins.<name>] table sets it')
     gate: float = setting(0.9, "share of each note's duration that sounds before its note_off", low=0.05, high=1.0)
     velocity: int = setting(90, "MIDI velocity of every note", low=1, high=127)
     channel: int = setting(1, "MIDI channel of the output", low=1, high=16)

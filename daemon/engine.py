@@ -692,8 +692,9 @@ class Engine:
         self._live_thru = bool(values.get("thru", False))
         self._duet_anchor = None
         log.info(
-            "live mode %s: listening on MIDI channel %s, quantized to %s%s",
-            options.mode, options.channel or "any", options.quantize, ", MIDI thru on" if self._live_thru else "",
+            "live mode %s: listening on %s, quantized to %s%s",
+            options.mode, f"MIDI channel {options.channel}" if options.channel else "every MIDI channel", options.quantize,
+            ", MIDI thru on" if self._live_thru else "",
         )
         self._follow_sounding_change(was_sounding)
 

@@ -231,7 +231,8 @@ class LiveSession:
         self.last_answer = (answer_at, answer_beats)
         self.answers += 1
         reason = "on request" if triggered else "after the silence"
-        length = "until the musician plays again" if answer_beats is None else f"for {answer_beats / self.beats_per_bar:g} bars"
+        bars = None if answer_beats is None else answer_beats / self.beats_per_bar
+        length = "until the musician plays again" if bars is None else f"for {bars:g} bar{'' if bars == 1 else 's'}"
         log.info("answering %s from beat %.2f %s", reason, answer_at, length)
 
     def _answer_beats(self) -> float:

@@ -272,7 +272,7 @@ def probe_backend(requested: str = "auto", system: MidiSystem | None = None) -> 
 
 _FIXES = {
     "alsa": "load the ALSA sequencer with `modprobe snd-seq`",
-    "jack": "start a JACK server with `jackd -d dummy -r 48000 -p 64` (Debian package jackd2)",
+    "jack": "start a JACK server with `jackd --no-realtime -d dummy -r 48000 -p 64` (Debian package jackd2)",
 }
 
 

@@ -87,7 +87,7 @@ def test_probe_auto_nothing_available_says_how_to_fix():
     assert message.startswith("no MIDI system found")
     assert "/dev/snd/seq" in message
     assert "no JACK server 'default' running" in message
-    assert "jackd -d dummy -r 48000 -p 64" in message
+    assert "jackd --no-realtime -d dummy -r 48000 -p 64" in message
     assert "jackd2" in message
     assert "modprobe snd-seq" in message
 
@@ -126,7 +126,7 @@ def test_probe_explicit_jack_without_server():
 
     message = str(raised.value)
     assert message.startswith("MIDI backend 'jack' is unusable: no JACK server 'default' running")
-    assert "jackd -d dummy" in message
+    assert "jackd --no-realtime -d dummy" in message
 
 
 def test_probe_explicit_alsa_without_sequencer():
