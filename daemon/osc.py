@@ -21,6 +21,14 @@ queue, and a later time is rejected.
 
 Address patterns (`*`, `?`, `[...]`, `{...}`) are not expanded: each address
 must be spelled out in full.
+
+Access (sideman.osc_access): a datagram from a source outside the allowlist
+is dropped before it is parsed, and counted for the status reply
+(`osc_dropped`). A /sideman/param message that sets a path parameter
+(`Param.path`) has its value replaced by the resolved real path inside the
+OSC files directory before the engine receives it. A path outside it, or any path
+when no directory is configured, rejects the message's whole datagram, so a
+seeder in the same bundle never reads a file the sender did not name.
 """
 import heapq
 import ipaddress
@@ -30,12 +38,23 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 
-from .commands import Command
+from .commands import Command, SetParam
 from .errors import InvalidInputError
-from .osc_packets import Address, Packet, StatusRequest, build_status_reply, format_address, translate_datagram
+from .osc_access import LOOPBACK_ONLY, Allowlist, OscFiles, SourceFilter
+from .osc_packets import (
+    Address,
+    Packet,
+    StatusRequest,
+    TranslatedMessage,
+    build_status_reply,
+    format_address,
+    translate_datagram,
+)
+from .params import Plugin
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +133,9 @@ class OscDispatcher:
 
     Not thread-safe: the server calls it from its receive thread only.
     `clock` returns seconds since the Unix epoch, the scale of OSC timetags.
+    `plugins` (name to plugin class) must be the plugins the controller
+    uses, because their declarations mark the parameters that are file paths. None
+    loads the installed plugins.
     """
 
     def __init__(
@@ -123,6 +145,10 @@ class OscDispatcher:
         clock: Callable[[], float] = time.time,
         max_pending: int = MAX_PENDING_BUNDLES,
         max_delay_seconds: float = MAX_BUNDLE_DELAY_SECONDS,
+        *,
+        allowlist: Allowlist = LOOPBACK_ONLY,
+        files: OscFiles | None = None,
+        plugins: Mapping[str, type[Plugin]] | None = None,
     ):
         self._controller = controller
         self._send_reply = send_reply
@@ -130,6 +156,9 @@ class OscDispatcher:
         self._max_pending = max_pending
         self._max_delay_seconds = max_delay_seconds
         self._warnings = RateLimitedWarnings(clock)
+        self.sources = SourceFilter(allowlist, clock)
+        self.files = files if files is not None else OscFiles(None)
+        self._plugins = dict(plugins) if plugins is not None else _installed_plugins()
 
         # Heap of (timetag, arrival number, packet): the arrival number keeps
         # bundles with equal timetags in the order they arrived.
@@ -141,7 +170,10 @@ class OscDispatcher:
         return len(self._pending)
 
     def handle_datagram(self, datagram: bytes, sender: Address) -> None:
-        """Translate one datagram and apply it now, queue it, or log why it is rejected."""
+        """Drop a datagram from a source outside the allowlist; translate any other and apply it now, queue it, or log why it is rejected."""
+        if not self.sources.admit(sender[0]):
+            return
+
         try:
             packet = translate_datagram(datagram, sender)
         except InvalidInputError as error:
@@ -151,10 +183,11 @@ class OscDispatcher:
 
         for rejected in packet.rejected:
             self._warnings.warning("OSC %s %s rejected: %s", format_address(sender), rejected.text, rejected.reason)
-        self._schedule(packet)
+        self._schedule(self._confine_paths(packet))
 
     def serve_due(self) -> None:
-        """Apply every queued bundle whose timetag has come, earliest first."""
+        """Apply every queued bundle whose timetag has come, earliest first, and log a due summary of dropped datagrams."""
+        self.sources.summarize_due()
         now = self._clock()
         while self._pending and self._pending[0][0] <= now:
             _, _, packet = heapq.heappop(self._pending)
@@ -165,6 +198,35 @@ class OscDispatcher:
         if not self._pending:
             return None
         return max(0.0, self._pending[0][0] - self._clock())
+
+    def _confine_paths(self, packet: Packet) -> Packet:
+        """Return the packet with each path parameter set to its real path inside the OSC files directory.
+
+        When one path is rejected, every command of the packet is left out and only a status request stays.
+        """
+        confined: list[TranslatedMessage] = []
+        for message in packet.messages:
+            action = message.action
+            if isinstance(action, SetParam) and self._is_path_param(action):
+                try:
+                    action = replace(action, value=self.files.resolve(action.value))
+                except InvalidInputError as error:
+                    others = " Nothing of its datagram applies." if len(packet.messages) > 1 else ""
+                    self._warnings.warning("OSC %s %s rejected: %s.%s", format_address(packet.sender), message.text,
+                                           error, others)
+                    status_only = tuple(kept for kept in packet.messages if isinstance(kept.action, StatusRequest))
+                    return replace(packet, messages=status_only)
+                logger.debug("OSC %s %s.%s resolved to %s", format_address(packet.sender), action.plugin,
+                             action.name, action.value)
+            confined.append(TranslatedMessage(message.text, action))
+        return replace(packet, messages=tuple(confined))
+
+    def _is_path_param(self, command: SetParam) -> bool:
+        # An unknown plugin or parameter is no path here, and the engine rejects it.
+        plugin = self._plugins.get(command.plugin)
+        if plugin is None:
+            return False
+        return any(param.name == command.name and param.path for param in plugin.params)
 
     def _schedule(self, packet: Packet) -> None:
         if not packet.messages:
@@ -194,7 +256,8 @@ class OscDispatcher:
             self._apply_commands(packet, sender)
 
         if packet.wants_status:
-            self._send_reply(build_status_reply(self._controller.status()), packet.sender)
+            status = {**self._controller.status(), "osc_dropped": self.sources.dropped}
+            self._send_reply(build_status_reply(status), packet.sender)
             logger.debug("OSC %s status reply sent", sender)
 
     def _apply_commands(self, packet: Packet, sender: str) -> None:
@@ -218,13 +281,17 @@ class OscServer:
     The receive thread only parses, queues and calls the controller, so the note
     clock's thread waits for OSC only inside whatever `controller.apply` shares with it.
     Port 0 binds an ephemeral port, which `address` then returns.
+    `allowlist`, `files` and `plugins` are as for OscDispatcher: by default only
+    this machine may send, OSC may set no file path, and the installed plugins are used.
     """
 
     def __init__(self, controller: Controller, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                 *, clock: Callable[[], float] = time.time):
+                 *, clock: Callable[[], float] = time.time, allowlist: Allowlist = LOOPBACK_ONLY,
+                 files: OscFiles | None = None, plugins: Mapping[str, type[Plugin]] | None = None):
         self._host = host
         self._port = port
-        self._dispatcher = OscDispatcher(controller, self._send, clock)
+        self._dispatcher = OscDispatcher(controller, self._send, clock, allowlist=allowlist, files=files,
+                                         plugins=plugins)
         self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -244,9 +311,16 @@ class OscServer:
 
         self._socket = _bind_udp(self._host, self._port)
         host, port = self.address
-        logger.info("OSC listening on udp %s", format_address((host, port)))
+        allowed = self._dispatcher.sources.allowlist.describe()
+        logger.info("OSC listening on udp %s, accepting datagrams from %s", format_address((host, port)), allowed)
+        if self._dispatcher.files.root is None:
+            logger.info("OSC may set no file path: no directory is configured for them (--osc-files DIR)")
+        else:
+            logger.info("OSC may set file paths only inside %s", self._dispatcher.files.root)
         if not _is_loopback(host):
-            logger.warning("OSC listens on %s, which other machines can reach, and OSC has no authentication", host)
+            logger.warning("OSC listens on %s, which other machines can reach. OSC has no authentication: anyone who "
+                           "can reach udp port %d can steer sideman. Datagrams are accepted only from the allowlist "
+                           "in force ([osc] allow): %s", host, port, allowed)
 
         self._thread = threading.Thread(target=self._serve, name="sideman-osc", daemon=True)
         self._thread.start()
@@ -265,8 +339,10 @@ class OscServer:
         address = format_address(self.address)
         self._socket.close()
         self._socket = None
-        logger.info("OSC stopped listening on udp %s, %d queued bundles dropped", address,
-                    self._dispatcher.pending_count)
+        self._dispatcher.sources.summarize()
+        logger.info("OSC stopped listening on udp %s, %d queued bundles dropped, %d datagrams dropped "
+                    "from sources outside the allowlist", address, self._dispatcher.pending_count,
+                    self._dispatcher.sources.dropped)
 
     def __enter__(self) -> "OscServer":
         self.start()
@@ -336,6 +412,12 @@ def _bind_udp(host: str, port: int) -> socket.socket:
         raise OSError(error.errno, f"cannot listen for OSC on {host}:{port}: {error.strerror}. "
                                    f"Choose another address or port (--osc-host, --osc-port).") from error
     return udp
+
+
+def _installed_plugins() -> dict[str, type[Plugin]]:
+    from .registry import all_plugins, load_all
+
+    return all_plugins(*load_all())
 
 
 def _is_loopback(host: str) -> bool:

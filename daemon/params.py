@@ -25,6 +25,13 @@ class Param:
     # Checks a converted value that a range cannot describe, such as a key name;
     # raises ValueError with the reason, which the SettingsError then quotes.
     check: Callable[[Any], None] | None = None
+    # A file path (type str). OSC may set it only to a file inside the [osc] files
+    # directory, and not at all when none is configured. Config and CLI values are not limited.
+    path: bool = False
+
+    def __post_init__(self) -> None:
+        if self.path and self.type is not str:
+            raise TypeError(f"parameter {self.name!r} is a path, so its type must be str, not {self.type.__name__}")
 
     def describe_range(self) -> str:
         if self.choices is not None:

@@ -60,7 +60,7 @@ class MidiFilePhrase(PhraseSeeder):
     name = "file"
     help = "prime with the melodic line of a MIDI file, optionally only some bars"
     params = (
-        Param("path", str, "", "MIDI file to read"),
+        Param("path", str, "", "MIDI file to read; over OSC only a file inside the [osc] files directory", path=True),
         Param("bars", str, "", 'bars to use, counting from 1: "5-8", "5" or "5-" (default: the whole file)', check=lambda text: parse_bars(text)),
         Param("beats_per_bar", float, 4.0, "bar length in beats (quarter notes) for `bars`: 4 for 4/4, 3 for 3/4", low=1.0, high=32.0),
         Param("track", int, 0, "track to read, counting from 1; 0 takes the track and channel with the most notes", low=0, high=65535),

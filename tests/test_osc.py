@@ -593,7 +593,7 @@ def test_status_reply_sent_to_sender(dispatcher: OscDispatcher, replies: Replies
     (datagram, address), = replies.sent
     assert address == SENDER
     assert parse_status_reply(datagram) == {"tempo": 120.0, "running": 1, "sampler": "greedy", "seed": 2**40,
-                                            "notes": 17}
+                                            "notes": 17, "osc_dropped": 0}
 
 
 def test_status_reply_argument_types() -> None:
@@ -704,8 +704,10 @@ def test_server_logs_start_and_stop(controller: FakeController, caplog: pytest.L
     server.close()
 
     infos = [record.getMessage() for record in caplog.records if record.name == "sideman.osc"]
-    assert infos == [f"OSC listening on udp {host}:{port}",
-                     f"OSC stopped listening on udp {host}:{port}, 0 queued bundles dropped"]
+    assert infos == [f"OSC listening on udp {host}:{port}, accepting datagrams from 127.0.0.0/8, ::1/128",
+                     "OSC may set no file path: no directory is configured for them (--osc-files DIR)",
+                     f"OSC stopped listening on udp {host}:{port}, 0 queued bundles dropped, "
+                     "0 datagrams dropped from sources outside the allowlist"]
 
 
 def test_server_close_stops_thread(controller: FakeController) -> None:
