@@ -21,6 +21,7 @@ MAX_SEED = 2**32 - 1
 MAX_RUN_SEED = 2**63 - 1
 MIDI_BACKENDS = ("auto", "alsa", "jack", "coremidi", "winmm")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+SYNC_SOURCES = ("internal", "master")
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class RunSettings:
     channel: int = setting(1, "MIDI channel of the output", low=1, high=16)
     autoplay: bool = setting(True, "start playing as soon as the daemon starts (false: wait for /sideman/start)")
     model: str = setting("builtin", 'model bundle: "builtin" or the path of a .sideman file')
+    sync: str = setting("internal", "clock source: internal (sideman's own tempo) or master (also send MIDI clock, Start, Stop and Song Position Pointer, so a DAW follows)", choices=SYNC_SOURCES)
     meter: str = setting("4/4", 'time signature, e.g. "4/4", "3/4" or "6/8": bars align responses to the musician', check=lambda text: parse_meter(text))
 
 
@@ -101,14 +103,23 @@ class MidiSettings:
     # "in" is a Python keyword, so the field is `input`; the settings file and the CLI say in.
     input: str = setting("", "existing port to read live notes and mapped CCs from, by full name or a unique part of it; none opens the virtual port sideman-in:in")
     listen: bool = setting(True, "open the MIDI input; false runs without live notes and CC control")
+    clock_out: str = setting("", "with sync master, existing port to send MIDI clock to, by full name or a unique part of it; none sends it on the output port")
 
 
 @dataclass(frozen=True)
 class OscSettings:
-    """[osc]: where the OSC server listens."""
+    """[osc]: where the OSC server listens, which sources it accepts, and which files OSC may name."""
 
-    host: str = setting("127.0.0.1", "address the OSC server binds to")
+    host: str = setting("127.0.0.1", "address the OSC server binds to; any address other than loopback lets other machines reach it")
     port: int = setting(9000, "UDP port of the OSC server; 0 lets the system pick a free port", low=0, high=65535)
+    allow: tuple[str, ...] = setting(("127.0.0.0/8", "::1"), 'source addresses or CIDR networks whose OSC datagrams are accepted, e.g. ["192.168.1.0/24", "10.0.0.5"]; others are dropped')
+    files: str = setting("", "directory whose files OSC messages may name (e.g. file.path); none lets OSC set no file path")
+
+    def __post_init__(self) -> None:
+        # Parsed here too, so that a bad entry stops start-up with the settings, before any port opens.
+        from sideman.osc_access import Allowlist
+
+        Allowlist.parse(self.allow)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import sys
 from typing import Any, Callable
 
 from sideman import __version__
-from sideman.config.schema import LOG_LEVELS, MIDI_BACKENDS, spec_of
+from sideman.config.schema import LOG_LEVELS, MIDI_BACKENDS, SYNC_SOURCES, spec_of
 from sideman.errors import SettingsError, SidemanError
 
 logger = logging.getLogger(__name__)
@@ -169,8 +169,11 @@ def _add_run_parser(subparsers, common: argparse.ArgumentParser) -> None:
     midi_input.add_argument("--midi-in", dest="midi.in", metavar="NAME", help=_setting_help("midi.in"))
     midi_input.add_argument("--no-midi-in", dest="midi.listen", action="store_const", const=False, help="open no MIDI input: no live notes and no CC control (default: open sideman-in:in)")
     parser.add_argument("--meter", dest="run.meter", metavar="N/D", help=_setting_help("run.meter"))
+    parser.add_argument("--sync", dest="run.sync", choices=SYNC_SOURCES, type=str.lower, help=_setting_help("run.sync"))
+    parser.add_argument("--clock-out", dest="midi.clock_out", metavar="NAME", help=_setting_help("midi.clock_out"))
     parser.add_argument("--osc-host", dest="osc.host", metavar="ADDRESS", help=_setting_help("osc.host"))
     parser.add_argument("--osc-port", dest="osc.port", metavar="PORT", type=int, help=_setting_help("osc.port"))
+    parser.add_argument("--osc-files", dest="osc.files", metavar="DIR", help=_setting_help("osc.files"))
     parser.add_argument("--record", metavar="FILE.mid", help="also write every note played to this MIDI file, saved at shutdown (default: no recording)")
     parser.add_argument("--duration", metavar="SECONDS", type=positive_seconds, help="play this many seconds, then shut down cleanly (default: until Ctrl-C or SIGTERM)")
     parser.add_argument("--show", action="store_true", help="print each note on stdout as it sounds: seconds since start, note name (C4 = 60) and duration in beats")

@@ -33,7 +33,7 @@ from .outfiles import check_output_path
 
 if TYPE_CHECKING:
     from .ccmap import CcMap
-    from .engine import Engine, NoteEvent
+    from .engine import Engine, MessageOutput, NoteEvent
     from .improviser import Improviser
     from .seeding import Seeder
     from .sharedoutput import SharedOutput
@@ -98,7 +98,7 @@ def run_daemon(
     with shutdown_signals(shutdown_requested, reload_requested), ExitStack() as resources:
         engine, output = _create_engine(settings, samplers, seeders, improviser, seeder, options, resources)
         # OSC listens before the first note, so a port in use stops start-up in silence.
-        _start_osc(settings, engine, resources)
+        _start_osc(settings, engine, samplers, seeders, resources)
         engine.start_thread()
         # Registered last, so it runs first: the notes are released before
         # the OSC server is closed, whatever state that server is in.
@@ -195,6 +195,7 @@ def _create_engine(
     clock = MonotonicClock()
     # The engine and the MIDI input (thru) both send, and the input recognises our own notes by what was sent.
     output = SharedOutput(port, clock)
+    clock_output = _open_clock_output(settings, output, resources)
 
     recorder = Recorder(options.record) if options.record is not None else None
     printer = None
@@ -220,9 +221,28 @@ def _create_engine(
         model_name=improviser.bundle.metadata.get("name") or improviser.bundle.path,
         beats_per_bar=beats_per_bar(settings.run.meter),
         seeder=seeder,
+        clock_output=clock_output,
     )
     resources.callback(engine.shutdown, SHUTDOWN_TIMEOUT)
     return engine, output
+
+
+def _open_clock_output(settings: Settings, output: "SharedOutput", resources: ExitStack) -> "MessageOutput | None":
+    """Return where MIDI clock goes as clock master: the output port, or a port of its own with --clock-out; None otherwise."""
+    from .midiport import open_output
+
+    if settings.run.sync != "master":
+        if settings.midi.clock_out:
+            logger.warning("--clock-out has no effect without --sync master")
+        return None
+    if not settings.midi.clock_out:
+        logger.info("clock master: MIDI clock goes out with the notes on %s", output.name)
+        return output
+
+    clock_port = open_output(settings.midi.backend, connect_to=settings.midi.clock_out, client_name="sideman-clock", port_name="out")
+    resources.callback(clock_port.close)
+    logger.info("clock master: MIDI clock goes to %s", clock_port.connected_to)
+    return clock_port
 
 
 def _open_midi_input(settings: Settings, engine: "Engine", output: "SharedOutput", cc_map: "CcMap", resources: ExitStack) -> None:
@@ -239,10 +259,15 @@ def _open_midi_input(settings: Settings, engine: "Engine", output: "SharedOutput
     resources.callback(midi_input.close)
 
 
-def _start_osc(settings: Settings, engine: "Engine", resources: ExitStack) -> None:
+def _start_osc(settings: Settings, engine: "Engine", samplers: dict[str, type], seeders: dict[str, type], resources: ExitStack) -> None:
+    """Start the OSC server with the settings' allowlist and files directory; raise SettingsError for an invalid one."""
     from .osc import OscServer
+    from .osc_access import Allowlist, OscFiles
+    from .registry import all_plugins
 
-    server = OscServer(engine, settings.osc.host, settings.osc.port)
+    # The engine's plugins, so that OSC knows which of their parameters are file paths.
+    server = OscServer(engine, settings.osc.host, settings.osc.port, allowlist=Allowlist.parse(settings.osc.allow),
+                       files=OscFiles(settings.osc.files or None), plugins=all_plugins(samplers, seeders))
     try:
         server.start()
     except OSError as error:

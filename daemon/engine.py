@@ -81,6 +81,7 @@ from .errors import InvalidInputError, SettingsError
 from .failures import PluginFailures
 from .improviser import Checkpoint, Improviser
 from .live import DUET, HANDOVER_GRID_BEATS, ON_GRID_TOLERANCE, LiveOptions, LiveSession, LiveUpdate, next_grid_line
+from .midiclock import ClockLeader
 from .notenames import pitch_name
 from .params import find_param
 from .plugins.filters import PitchRange, Repetition, TopK, TopP
@@ -164,6 +165,7 @@ class Engine:
         model_name: str = "",
         beats_per_bar: float = 4.0,
         seeder: Seeder | None = None,
+        clock_output: MessageOutput | None = None,
     ):
         self._improviser = improviser
         self._output = output
@@ -179,6 +181,9 @@ class Engine:
         self.model_name = str(model_name or improviser.bundle.metadata.get("name", ""))
         self._steps_per_beat = improviser.steps_per_beat
         self._beats_per_bar = beats_per_bar
+        # As clock master: where the MIDI clock and transport messages go, and their schedule.
+        self._clock_output = clock_output
+        self._clock_leader = ClockLeader() if clock_output is not None else None
         self._fallback_chain = SamplerChain([], Greedy())
 
         # Parameter values per plugin name: the configured ones, then the current chain's.
@@ -294,6 +299,8 @@ class Engine:
             "disabled_plugins": " ".join(sorted(self._failures.disabled)),
             "late_onsets": self._late_onsets,
             "beats_per_bar": self._beats_per_bar,
+            "sync": "master" if self._clock_leader is not None else "internal",
+            "clock_pulses": self._clock_leader.pulses_sent if self._clock_leader is not None else 0,
             "live": live.mode if live is not None else "off",
             "listening": int(live is not None and not live.playing),
             "live_notes": live.notes if live is not None else 0,
@@ -389,6 +396,8 @@ class Engine:
 
         try:
             self._release_all()
+            if self._clock_leader is not None:
+                self._send_clock(self._clock_leader.stop())
         except Exception:
             log.exception("could not release the sounding notes on channel %d", self._channel + 1)
 
@@ -411,6 +420,9 @@ class Engine:
         answer_end = self._answer_end_time()
         if answer_end is not None:
             candidates.append(answer_end)
+        pulse_time = self._clock_leader.next_time(self._tempo_map) if self._clock_leader is not None else None
+        if pulse_time is not None:
+            candidates.append(pulse_time)
         return min(candidates) if candidates else None
 
     def _answer_end_time(self) -> float | None:
@@ -429,8 +441,11 @@ class Engine:
         return min(beat, self._next_beat) if self._line_sounds() else beat
 
     def _play_due(self) -> None:
-        """Send the note_offs that are due, let the live session decide, then play the onset if it is due."""
+        """Send the clock pulses and note_offs that are due, let the live session decide, then play the onset if it is due."""
         now = self._clock.now()
+        if self._clock_leader is not None:
+            # Pulses first: a follower places the notes that come with a pulse after it.
+            self._send_clock(self._clock_leader.due(now, self._tempo_map))
         while self._note_offs and self._note_offs[0][0] <= now:
             _, pitch = self._note_offs.pop(0)
             self._send(mido.Message("note_off", channel=self._channel, note=pitch, velocity=0), now)
@@ -528,6 +543,10 @@ class Engine:
         self._output.send(message)
         if self._recorder is not None:
             self._recorder.record(now, message)
+
+    def _send_clock(self, messages: list[mido.Message]) -> None:
+        for message in messages:
+            self._clock_output.send(message)
 
     def _release_pitch(self, pitch: int, now: float) -> None:
         """Send the pending note_off of `pitch` early, before that pitch starts again."""
@@ -634,6 +653,8 @@ class Engine:
         self._tempo_map.restart(first_onset, self._next_beat)
         self._next_time = first_onset
         self._running = True
+        if self._clock_leader is not None:
+            self._send_clock(self._clock_leader.start(self._next_beat))
         if self._live is not None:
             self._live.transport_running = True
         if self._origin is None:
@@ -649,6 +670,8 @@ class Engine:
         self._running = False
         self._next_time = None
         self._release_all()
+        if self._clock_leader is not None:
+            self._send_clock(self._clock_leader.stop())
         if self._live is not None:
             self._live.transport_running = False
             if self._live.mode != DUET and self._live.playing:

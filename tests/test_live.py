@@ -170,3 +170,22 @@ def test_record_written_on_sigterm(tmp_path, model):
 
     recorded = [message for message in mido.MidiFile(str(record)) if message.type == "note_on" and message.velocity > 0]
     assert len(recorded) == received
+
+
+def test_clock_master_sends_24_pulses_a_beat_start_and_stop(tmp_path, model):
+    with LiveDaemon(tmp_path, "--model", model, "--tempo", "150", "--sync", "master") as daemon:
+        daemon.receiver.wait_for(lambda messages: sum(message.type == "clock" for message in messages) >= 24 * 8, timeout=20.0)
+        status = daemon.status()
+        assert daemon.stop_process(signal.SIGTERM) == 0
+        messages = daemon.receiver.messages()
+
+    assert status["sync"] == "master"
+    transport = [message.type for message in messages if message.type in ("start", "stop", "continue", "songpos")]
+    assert transport == ["start", "stop"]
+    pulses = [message.time for message in messages if message.type == "clock"]
+    spacing = statistics.median(later - earlier for earlier, later in zip(pulses, pulses[1:]))
+    assert spacing == pytest.approx(60.0 / 150.0 / 24, rel=0.05)
+    # Every pulse comes after Start and before Stop.
+    start_index = next(index for index, message in enumerate(messages) if message.type == "start")
+    stop_index = next(index for index, message in enumerate(messages) if message.type == "stop")
+    assert all(start_index < index < stop_index for index, message in enumerate(messages) if message.type == "clock")
