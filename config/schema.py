@@ -91,6 +91,11 @@ class RunSettings:
     autoplay: bool = setting(True, "start playing as soon as the daemon starts (false: wait for /sideman/start)")
     model: str = setting("builtin", 'model bundle: "builtin" or the path of a .sideman file')
     sync: str = setting("internal", "clock source: internal (sideman's own tempo) or master (also send MIDI clock, Start, Stop and Song Position Pointer, so a DAW follows)", choices=SYNC_SOURCES)
+    swing: float = setting(0.0, "swing: delay of every second eighth (or sixteenth, swing_unit) note; 50 is a triplet feel, 75 dotted", unit="percent", low=0.0, high=75.0)
+    swing_unit: str = setting("1/8", "note value that swings: 1/8 or 1/16", choices=("1/8", "1/16"))
+    humanize_ms: float = setting(0.0, "largest random shift of each onset, from a generator of its own seeded from seed", unit="ms", low=0.0, high=30.0)
+    humanize_velocity: int = setting(0, "largest random change of each note's velocity, in steps", low=0, high=40)
+    latency_ms: float = setting(0.0, "send every note this much earlier, for a synth with a known output latency", unit="ms", low=0.0, high=500.0)
     meter: str = setting("4/4", 'time signature, e.g. "4/4", "3/4" or "6/8": bars align responses to the musician', check=lambda text: parse_meter(text))
 
 

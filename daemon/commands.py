@@ -77,6 +77,14 @@ class ApplySeeder:
 
 
 @dataclass(frozen=True)
+class SetFeel:
+    """Change swing, humanize or latency compensation (sideman.feel.FEEL_PARAMS names them)."""
+
+    name: str
+    value: Any
+
+
+@dataclass(frozen=True)
 class Respond:
     """Answer the musician's call now: the response starts at the next bar line."""
 
@@ -94,7 +102,7 @@ class LiveNote:
     channel: int = 0  # 0-15
 
 
-Command = SetTempo | Reseed | Prime | Start | Stop | Panic | Reset | SetSampler | SetParam | ApplySeeder | Respond | LiveNote
+Command = SetTempo | Reseed | Prime | Start | Stop | Panic | Reset | SetSampler | SetParam | ApplySeeder | Respond | LiveNote | SetFeel
 
 
 def validate_seed(seed: int) -> int:
@@ -147,6 +155,8 @@ def describe_command(command: Command) -> str:
         return f"plugin parameter {command.plugin}.{command.name} = {command.value!r}"
     if isinstance(command, ApplySeeder):
         return f"seeder {command.seeder!r}"
+    if isinstance(command, SetFeel):
+        return f"feel {command.name} = {command.value!r}"
     if isinstance(command, LiveNote):
         return f"live {'note_on' if command.velocity else 'note_off'} {pitch_name(command.pitch)} velocity {command.velocity} on channel {command.channel + 1}"
     return type(command).__name__.lower()

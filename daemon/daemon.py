@@ -186,6 +186,7 @@ def _create_engine(
 
     from .clock import MonotonicClock
     from .engine import Engine
+    from .feel import Feel
     from .midiport import open_output
     from .recorder import Recorder
     from .sharedoutput import SharedOutput
@@ -222,6 +223,10 @@ def _create_engine(
         beats_per_bar=beats_per_bar(settings.run.meter),
         seeder=seeder,
         clock_output=clock_output,
+        feel=Feel.from_values(
+            {name: getattr(settings.run, name) for name in ("swing", "swing_unit", "humanize_ms", "humanize_velocity", "latency_ms")},
+            seed=settings.run.seed,
+        ),
     )
     resources.callback(engine.shutdown, SHUTDOWN_TIMEOUT)
     return engine, output

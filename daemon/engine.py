@@ -66,6 +66,7 @@ from .commands import (
     Reset,
     Reseed,
     Respond,
+    SetFeel,
     SetParam,
     SetSampler,
     SetTempo,
@@ -79,6 +80,7 @@ from .commands import (
 from .encoding import Token
 from .errors import InvalidInputError, SettingsError
 from .failures import PluginFailures
+from .feel import Feel, convert_feel_param
 from .improviser import Checkpoint, Improviser
 from .live import DUET, HANDOVER_GRID_BEATS, ON_GRID_TOLERANCE, LiveOptions, LiveSession, LiveUpdate, next_grid_line
 from .midiclock import ClockLeader
@@ -166,6 +168,7 @@ class Engine:
         beats_per_bar: float = 4.0,
         seeder: Seeder | None = None,
         clock_output: MessageOutput | None = None,
+        feel: Feel | None = None,
     ):
         self._improviser = improviser
         self._output = output
@@ -181,6 +184,8 @@ class Engine:
         self.model_name = str(model_name or improviser.bundle.metadata.get("name", ""))
         self._steps_per_beat = improviser.steps_per_beat
         self._beats_per_bar = beats_per_bar
+        # Swing, humanize and latency: when each note is sent and at which velocity; the tokens stay on the grid.
+        self._feel = feel if feel is not None else Feel()
         # As clock master: where the MIDI clock and transport messages go, and their schedule.
         self._clock_output = clock_output
         self._clock_leader = ClockLeader() if clock_output is not None else None
@@ -478,18 +483,17 @@ class Engine:
         token = self._improviser.token(self._next_index)
         beats = token.steps / self._steps_per_beat
         next_beat = beat + beats
-        next_time = self._tempo_map.time_at(next_beat)
+        next_time = self._onset_time(next_beat)
 
         if token.pitch is not None:
             self._release_pitch(token.pitch, now)
-            self._send(mido.Message("note_on", channel=self._channel, note=token.pitch, velocity=self._velocity), now)
-            # onset + gate * duration. With gate <= 1 it is never after the next onset, whatever the rounding.
-            off_time = onset_time + self._gate * (next_time - onset_time)
-            if self._gate <= 1.0:
-                off_time = min(off_time, next_time)
+            velocity = self._feel.note_velocity(self._velocity)
+            self._send(mido.Message("note_on", channel=self._channel, note=token.pitch, velocity=velocity), now)
+            # onset + gate * duration, both as the feel moves them. With gate <= 1 it is never after the next onset.
+            off_time = max(now, self._feel.release_time(beat, next_beat, self._gate, self._tempo_map))
             if answer_end is not None:
                 # An answer lasts exactly its bars: its last note ends at the answer's end.
-                off_time = min(off_time, self._tempo_map.time_at(answer_end))
+                off_time = min(off_time, self._feel.send_time(self._tempo_map.time_at(answer_end)))
             bisect.insort(self._note_offs, (off_time, token.pitch))
             self._notes_played += 1
 
@@ -543,6 +547,10 @@ class Engine:
         self._output.send(message)
         if self._recorder is not None:
             self._recorder.record(now, message)
+
+    def _onset_time(self, beat: float) -> float:
+        """Clock time at which to send the onset at `beat`, swung, humanized and moved earlier by the latency."""
+        return self._feel.onset_time(beat, self._tempo_map)
 
     def _send_clock(self, messages: list[mido.Message]) -> None:
         for message in messages:
@@ -635,6 +643,10 @@ class Engine:
 
     def _apply_reseed(self, command: Reseed) -> None:
         self._improviser.reseed(command.seed)
+        self._feel.humanize.reseed(command.seed)
+
+    def _apply_feel(self, command: SetFeel) -> None:
+        self._feel.set_param(command.name, command.value)
 
     def _apply_prime(self, command: Prime) -> None:
         prime_phrase(self._improviser, phrase_tokens(command.phrase, self._steps_per_beat))
@@ -649,9 +661,10 @@ class Engine:
     def _apply_start(self, command: Start) -> None:
         if self._running:
             return
-        first_onset = self._clock.now() + START_MARGIN
+        # Latency compensation sends every event earlier, so the first onset lies that much further ahead.
+        first_onset = self._clock.now() + START_MARGIN + self._feel.latency_ms / 1000.0
         self._tempo_map.restart(first_onset, self._next_beat)
-        self._next_time = first_onset
+        self._next_time = self._onset_time(self._next_beat)
         self._running = True
         if self._clock_leader is not None:
             self._send_clock(self._clock_leader.start(self._next_beat))
@@ -749,7 +762,7 @@ class Engine:
     def _schedule_line(self, beat: float) -> None:
         """Let the line's next onset (the look-ahead note) sound at `beat`."""
         self._next_beat = beat
-        self._next_time = self._tempo_map.time_at(beat)
+        self._next_time = self._onset_time(beat)
 
     def _live_due_time(self) -> float | None:
         if self._live is None:
@@ -819,6 +832,7 @@ class Engine:
         SetParam: _apply_param,
         ApplySeeder: _apply_seed,
         LiveNote: _apply_live_note,
+        SetFeel: _apply_feel,
         Respond: _apply_respond,
     }
 
@@ -849,6 +863,8 @@ class Engine:
             return ApplySeeder(command.seeder, self._prepare_seeder(command.seeder, pending))
         if isinstance(command, LiveNote):
             return validate_live_note(command)
+        if isinstance(command, SetFeel):
+            return SetFeel(command.name, convert_feel_param(command.name, command.value))
         if isinstance(command, Respond):
             if self._live is None:
                 raise InvalidInputError("respond needs a live mode: apply the live seeder first (/sideman/seeder live)")

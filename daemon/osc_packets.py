@@ -18,7 +18,7 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.parsing import osc_types
 
-from .commands import ApplySeeder, Command, Panic, Prime, Reseed, Reset, Respond, SetParam, SetSampler, SetTempo, Start, Stop
+from .commands import ApplySeeder, Command, Panic, Prime, Reseed, Reset, Respond, SetFeel, SetParam, SetSampler, SetTempo, Start, Stop
 from .errors import InvalidInputError
 from .tempo import MAX_BPM as MAX_TEMPO_BPM
 from .tempo import MIN_BPM as MIN_TEMPO_BPM
@@ -162,6 +162,18 @@ def _seed(args: list[Any]) -> Reseed:
     return Reseed(seed)
 
 
+def _swing(args: list[Any]) -> SetFeel:
+    """Translate a swing amount in percent; the engine checks the range (0-75)."""
+    _check_count(args, 1, "1 argument (swing in percent, 0-75)")
+    return SetFeel("swing", _number(args[0], "swing"))
+
+
+def _feel(args: list[Any]) -> SetFeel:
+    """Translate a feel setting by name (swing, swing_unit, humanize_ms, humanize_velocity, latency_ms)."""
+    _check_count(args, 2, "2 arguments (feel setting name, value)")
+    return SetFeel(_name(args[0], "feel setting name"), args[1])
+
+
 def _prime(args: list[Any]) -> Prime:
     if not args or len(args) % 2 != 0:
         raise InvalidInputError(f"expected pairs of pitch and beats (i f i f ...), got {_count_arguments(args)}")
@@ -237,6 +249,8 @@ _TRANSLATORS: dict[str, Callable[[list[Any]], Action]] = {
     f"{PREFIX}/panic": _without_arguments(Panic),
     f"{PREFIX}/reset": _without_arguments(Reset),
     f"{PREFIX}/respond": _without_arguments(Respond),
+    f"{PREFIX}/swing": _swing,
+    f"{PREFIX}/feel": _feel,
     f"{PREFIX}/sampler": _sampler,
     f"{PREFIX}/param": _param,
     f"{PREFIX}/seeder": _seeder,
