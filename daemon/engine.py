@@ -103,6 +103,8 @@ START_MARGIN = 0.005  # seconds from a Start to its first onset, so that onset i
 # Maximum wait in seconds of a status request for the commands queued before it.
 STATUS_WAIT = 0.2
 IDLE_WAIT = 1.0  # maximum single wait in seconds while nothing is scheduled
+# Batches waiting to be applied beyond which a droppable batch (live input) is dropped.
+MAX_DROPPABLE_BACKLOG = 256
 # An onset this many seconds late (the machine stalled) restarts the time
 # grid from now instead of playing the missed notes in a burst.
 RESYNC_LATENESS = 0.1
@@ -207,6 +209,7 @@ class Engine:
         self._finished = False
         self._thread: threading.Thread | None = None
         self.failure: BaseException | None = None
+        self.dropped_batches = 0  # droppable batches dropped because the engine was behind
 
         self._running = False
         self._origin: float | None = None  # clock time of the first onset after the first Start
@@ -246,17 +249,25 @@ class Engine:
 
     # Public interface, called from any thread.
 
-    def apply(self, commands: Sequence[Command]) -> None:
+    def apply(self, commands: Sequence[Command], *, droppable: bool = False) -> bool:
         """Check a batch of commands and queue it. The loop applies the batch whole, between two notes.
 
         Raises InvalidInputError (SettingsError for settings) naming the first
         invalid command and the reason. Then nothing of the batch is queued.
+        A `droppable` batch (live notes, knob moves) is dropped and counted
+        instead when MAX_DROPPABLE_BACKLOG batches already wait, so a flood
+        at the MIDI input cannot queue without bound; returns whether the
+        batch was queued.
         """
+        if droppable and self._batches_queued - self._batches_applied >= MAX_DROPPABLE_BACKLOG:
+            self.dropped_batches += 1
+            return False
+
         # Parameter values as they will be when each command applies, for the seeders of this batch.
         pending = {name: dict(values) for name, values in self._param_values.items()}
         batch = [self._validate(command, pending) for command in commands]
         if not batch:
-            return
+            return True
         if log.isEnabledFor(logging.DEBUG):
             for command in batch:
                 # DEBUG: the OSC layer logs each accepted message at INFO with its sender.
@@ -265,6 +276,7 @@ class Engine:
             self._batches_queued += 1
             self._commands.put(batch)
         self._wake.set()
+        return True
 
     def wait_applied(self, timeout: float = STATUS_WAIT) -> bool:
         """Wait until the engine thread has applied every batch queued before this call; False on timeout."""
@@ -303,6 +315,7 @@ class Engine:
             "sampler_errors": self._failures.total,
             "disabled_plugins": " ".join(sorted(self._failures.disabled)),
             "late_onsets": self._late_onsets,
+            "input_dropped": self.dropped_batches,
             "beats_per_bar": self._beats_per_bar,
             "sync": "master" if self._clock_leader is not None else "internal",
             "clock_pulses": self._clock_leader.pulses_sent if self._clock_leader is not None else 0,
@@ -582,7 +595,8 @@ class Engine:
     # Commands: checked in the caller's thread, applied in the engine thread.
 
     def _apply_queued(self) -> None:
-        while True:
+        # Checked between batches, so a long backlog cannot hold up shutdown.
+        while not self._closing:
             try:
                 batch = self._commands.get_nowait()
             except queue.Empty:

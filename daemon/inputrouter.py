@@ -13,15 +13,20 @@ import mido
 
 from .ccmap import CcMap
 from .clock import Clock
-from .commands import LiveNote
+from .commands import LiveNote, SetParam, SetTempo
 from .errors import InvalidInputError, SettingsError
 from .midiinput import RepeatedWarning
-from .sharedoutput import SharedOutput
+from .sharedoutput import THRU_ECHO_WINDOW, SharedOutput
 
 log = logging.getLogger(__name__)
 
 # Channel voice messages that MIDI thru passes on besides notes.
 THRU_TYPES = frozenset({"pitchwheel", "aftertouch", "polytouch"})
+# MIDI thru passes at most this many messages a second (more than any player
+# sends), so a routing loop or a flood cannot multiply itself through the output.
+MAX_THRU_RATE = 2000.0
+# Commands that only steer (a knob's value): when the engine is behind they may be dropped.
+_STEERING = (SetParam, SetTempo)
 
 
 class InputRouter:
@@ -36,6 +41,12 @@ class InputRouter:
         # their note_off goes on even after thru is turned off, so none hangs.
         self._thru_sounding: set[tuple[int, int]] = set()
         self._thru_failures = RepeatedWarning("%d more messages could not be sent on by MIDI thru")
+        # Keys the musician holds, as (channel, pitch): their note_off is theirs even
+        # when sideman released the same pitch a moment ago, so it is no echo.
+        self._held: set[tuple[int, int]] = set()
+        self._thru_budget = TokenBucket(MAX_THRU_RATE, clock.now)
+        self._dropped = RepeatedWarning("%d more MIDI input messages dropped because the engine is behind")
+        self._thru_limited = RepeatedWarning("%d more messages not passed through: MIDI thru is over its rate limit")
 
     def __call__(self, message: mido.Message) -> None:
         now = self._clock.now()
@@ -51,24 +62,29 @@ class InputRouter:
             log.debug("MIDI input: %s ignored", message.type)
 
     def _route_note(self, message: mido.Message, now: float) -> None:
-        if self._output.is_echo(message, now):
+        velocity = message.velocity if message.type == "note_on" else 0
+        key = (message.channel, message.note)
+        musicians_release = velocity == 0 and key in self._held
+        if not musicians_release and self._output.is_echo(message, now):
             log.debug("MIDI input: %s is sideman's own note coming back; ignored", message)
             return
 
-        velocity = message.velocity if message.type == "note_on" else 0
-        key = (message.channel, message.note)
+        if velocity > 0:
+            self._held.add(key)
+        else:
+            self._held.discard(key)
         if velocity > 0:
             if self._engine.live_thru and self._thru(message):
                 self._thru_sounding.add(key)
         elif key in self._thru_sounding:
             self._thru_sounding.discard(key)
             self._thru(message)
-        self._apply([LiveNote(message.note, velocity, now, message.channel)], message)
+        self._apply([LiveNote(message.note, velocity, now, message.channel)], message, droppable=True)
 
     def _route_control(self, message: mido.Message) -> None:
         commands = self._cc_map.translate(message) if self._cc_map else []
         if commands:
-            self._apply(commands, message)
+            self._apply(commands, message, droppable=all(isinstance(command, _STEERING) for command in commands))
         elif self._engine.live_thru:
             self._thru(message)
 
@@ -78,15 +94,40 @@ class InputRouter:
 
     def _thru(self, message: mido.Message) -> bool:
         """Send the musician's message on to the output, on sideman's channel; return whether it went out."""
+        if not self._thru_budget.take():
+            self._thru_limited.warn("MIDI thru is over %d messages a second: %s and later ones are not passed through", MAX_THRU_RATE, message)
+            return False
         try:
-            self._output.send(message.copy(channel=self._engine.channel))
+            self._output.send(message.copy(channel=self._engine.channel), echo_window=THRU_ECHO_WINDOW)
         except Exception as error:
             self._thru_failures.warn("MIDI thru could not send %s: %s", message, error)
             return False
         return True
 
-    def _apply(self, commands: list, message: mido.Message) -> None:
+    def _apply(self, commands: list, message: mido.Message, droppable: bool = False) -> None:
         try:
-            self._engine.apply(commands)
+            queued = self._engine.apply(commands, droppable=droppable)
         except (InvalidInputError, SettingsError) as error:
             log.warning("MIDI input: %s rejected: %s", message, error)
+            return
+        if not queued:
+            self._dropped.warn("MIDI input: %s dropped because the engine is behind; later ones are counted", message)
+
+
+class TokenBucket:
+    """A rate limit: `take` succeeds for at most `rate` events a second, with bursts up to one second's worth."""
+
+    def __init__(self, rate: float, clock):
+        self._rate = rate
+        self._clock = clock
+        self._tokens = rate
+        self._updated = clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self._rate, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True

@@ -170,10 +170,10 @@ class LiveSession:
         """Answer now (OSC /sideman/respond or a CC button): end the phrase and answer from the next bar line."""
         update = LiveUpdate()
         if self.mode == DUET:
-            log.info("respond has no effect in duet mode: sideman already plays")
+            log.debug("respond has no effect in duet mode: sideman already plays")
             return update
         if self.playing:
-            log.info("respond ignored: sideman is already answering")
+            log.debug("respond ignored: sideman is already answering")
             return update
         self._end_phrase(beat, update, triggered=True)
         return update

@@ -147,8 +147,9 @@ class LiveLine:
     def quantize(self, grid: str) -> None:
         # Events already quantized keep their steps; a later event never lands before them (see _step).
         _grid_positions(grid)
+        if grid != getattr(self, "_quantize", None):
+            logger.info("live input quantize grid set to %s", grid)
         self._quantize = grid
-        logger.info("live input quantize grid set to %s", grid)
 
     @property
     def active(self) -> bool:

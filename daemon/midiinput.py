@@ -202,9 +202,10 @@ class MidiInput(OpenPort):
             return
         port, self._port = self._port, None
 
-        # The callback goes first so that rtmidi stops calling Python code before the port closes.
-        port.cancel_callback()
-        self._free(port)
+        # The callback stays until the port is closed: with `_port` None it drops
+        # what still arrives at once. Cancelled earlier, rtmidi would queue every
+        # message of a flood and print a warning for each one past its queue limit.
+        self._free(port, after_close=port.cancel_callback)
 
         self._malformed.flush()
         self._handler_errors.flush()

@@ -379,14 +379,16 @@ class OpenPort:
     def close(self) -> None:
         raise NotImplementedError
 
-    def _free(self, port: Any) -> None:
-        """Close an rtmidi port object and delete it, which frees its client."""
+    def _free(self, port: Any, after_close: Any = None) -> None:
+        """Close an rtmidi port object and delete it, which frees its client; `after_close()` runs in between."""
         if self.backend == "jack":
             # NOTE: see JACK_SETTLE_TIME; the wait makes a libjack crash unlikely, not impossible.
             time.sleep(JACK_SETTLE_TIME)
         # delete() also closes the client: under JACK a client left open keeps
         # its name, and the next client of that name would get a suffix (`sideman-01`).
         port.close_port()
+        if after_close is not None:
+            after_close()
         port.delete()
 
     def __enter__(self) -> OpenPort:

@@ -22,6 +22,9 @@ from .clock import Clock
 # sent, with the same channel and pitch, is our own. JACK delivers a looped
 # message one or two periods later (1.3 ms each at 64 frames, 48 kHz).
 ECHO_WINDOW = 0.02
+# Notes passed through by MIDI thru come back through a loop behind the
+# musician's own notes, which may keep the input busy: they get a longer window.
+THRU_ECHO_WINDOW = 0.1
 SENT_REMEMBERED = 512
 
 
@@ -33,8 +36,8 @@ class SharedOutput:
         self._clock = clock
         self._echo_window = echo_window
         self._lock = threading.Lock()
-        # (clock time, message bytes) of recent note messages, oldest first.
-        self._sent: deque[tuple[float, tuple[int, ...]]] = deque(maxlen=SENT_REMEMBERED)
+        # (clock time, echo window in seconds, message bytes) of recent note messages, oldest first.
+        self._sent: deque[tuple[float, float, tuple[int, ...]]] = deque(maxlen=SENT_REMEMBERED)
         self._sounding: set[tuple[int, int]] = set()  # (channel, pitch)
         self.echoes = 0
 
@@ -47,11 +50,14 @@ class SharedOutput:
     def name(self) -> str:
         return getattr(self._output, "name", "output")
 
-    def send(self, message: mido.Message) -> None:
-        """Send a message; a note_on of a pitch that sounds on its channel is preceded by that pitch's note_off."""
+    def send(self, message: mido.Message, echo_window: float | None = None) -> None:
+        """Send a message; a note_on of a pitch that sounds on its channel is preceded by that pitch's note_off.
+
+        `echo_window` (seconds, default ECHO_WINDOW) is how long the note counts as ours if it comes back.
+        """
         with self._lock:
             if _is_note(message):
-                self._send_note(message)
+                self._send_note(message, self._echo_window if echo_window is None else echo_window)
             else:
                 self._output.send(message)
 
@@ -60,7 +66,7 @@ class SharedOutput:
         with self._lock:
             for sounding_channel, pitch in sorted(self._sounding):
                 if sounding_channel == channel:
-                    self._send_note(mido.Message("note_off", channel=channel, note=pitch, velocity=0))
+                    self._send_note(mido.Message("note_off", channel=channel, note=pitch, velocity=0), self._echo_window)
             self._output.all_notes_off(channel)
 
     def sounding(self, channel: int) -> list[int]:
@@ -80,29 +86,29 @@ class SharedOutput:
         received = tuple(message.bytes())
         with self._lock:
             for index in range(len(self._sent) - 1, -1, -1):
-                sent_time, sent = self._sent[index]
-                if time - sent_time > self._echo_window:
+                sent_time, window, sent = self._sent[index]
+                if time - sent_time > THRU_ECHO_WINDOW:
                     return False
-                if sent == received:
+                if time - sent_time <= window and sent == received:
                     del self._sent[index]
                     self.echoes += 1
                     return True
         return False
 
-    def _send_note(self, message: mido.Message) -> None:
+    def _send_note(self, message: mido.Message, echo_window: float) -> None:
         key = (message.channel, message.note)
         on = _turns_on(message)
         if on and key in self._sounding:
-            self._send_and_remember(mido.Message("note_off", channel=message.channel, note=message.note, velocity=0))
-        self._send_and_remember(message)
+            self._send_and_remember(mido.Message("note_off", channel=message.channel, note=message.note, velocity=0), echo_window)
+        self._send_and_remember(message, echo_window)
         if on:
             self._sounding.add(key)
         else:
             self._sounding.discard(key)
 
-    def _send_and_remember(self, message: mido.Message) -> None:
+    def _send_and_remember(self, message: mido.Message, echo_window: float) -> None:
         self._output.send(message)
-        self._sent.append((self._clock.now(), tuple(message.bytes())))
+        self._sent.append((self._clock.now(), echo_window, tuple(message.bytes())))
 
 
 def _is_note(message: mido.Message) -> bool:

@@ -7,10 +7,10 @@ import pytest
 from sideman.clock import FakeClock
 from sideman.commands import ApplySeeder, LiveNote, Respond, SetParam, SetTempo, Start, Stop
 from sideman.encoding import Token
-from sideman.engine import DEFAULT_REGISTRY, DEFAULT_SEEDERS, START_MARGIN, Engine
+from sideman.engine import DEFAULT_REGISTRY, DEFAULT_SEEDERS, MAX_DROPPABLE_BACKLOG, START_MARGIN, Engine
 from sideman.errors import InvalidInputError
 from sideman.improviser import Improviser
-from sideman.inputrouter import InputRouter
+from sideman.inputrouter import MAX_THRU_RATE, InputRouter
 from sideman.plugins.live import LiveInput
 from sideman.plugins.scale import MODES
 from sideman.sampling import build_chain
@@ -362,3 +362,38 @@ def test_router_echoes_and_thru():
     assert (released.type, released.note, released.channel) == ("note_off", 30, 0)
     router(mido.Message("note_on", channel=4, note=31, velocity=80))
     assert harness.port.events[-1][1].note != 31
+
+
+def test_live_flood_is_dropped_not_queued():
+    harness = LiveHarness()
+    harness.settle()  # the autoplay Start
+    queued = [harness.engine.apply([LiveNote(60, 100, 0.0)], droppable=True) for _ in range(MAX_DROPPABLE_BACKLOG + 50)]
+    assert queued.count(False) == 50
+    assert harness.engine.status()["input_dropped"] == 50
+    # A command that is not droppable still goes through.
+    assert harness.engine.apply([Respond()]) is True
+
+
+def test_musicians_release_is_not_taken_for_an_echo():
+    harness = LiveHarness(mode="duet")
+    router = InputRouter(harness.engine, harness.output, harness.clock)
+    harness.run_to_beat(2.0)
+    pitch = next(message.note for _, message in harness.port.events if message.type == "note_on")
+
+    # The musician holds the pitch sideman just played, and releases it as sideman does.
+    router(mido.Message("note_on", channel=0, note=pitch, velocity=77))
+    harness.output.send(mido.Message("note_off", channel=0, note=pitch, velocity=0))
+    router(mido.Message("note_off", channel=0, note=pitch, velocity=0))
+    harness.settle()
+    assert harness.engine.status()["live_notes"] == 1
+    assert harness.output.echoes == 0
+
+
+def test_thru_is_rate_limited():
+    harness = LiveHarness(mode="duet", thru=True)
+    router = InputRouter(harness.engine, harness.output, harness.clock)
+    sent_before = len(harness.port.events)
+    for index in range(3000):
+        router(mido.Message("note_on", channel=3, note=index % 128, velocity=1 + index % 100))
+    thru = [message for _, message in harness.port.events[sent_before:] if message.type == "note_on" and message.channel == 0]
+    assert len(thru) == MAX_THRU_RATE
