@@ -21,7 +21,7 @@ MAX_SEED = 2**32 - 1
 MAX_RUN_SEED = 2**63 - 1
 MIDI_BACKENDS = ("auto", "alsa", "jack", "coremidi", "winmm")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-SYNC_SOURCES = ("internal", "master")
+SYNC_SOURCES = ("internal", "master", "midi-in")
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,8 @@ class RunSettings:
     channel: int = setting(1, "MIDI channel of the output", low=1, high=16)
     autoplay: bool = setting(True, "start playing as soon as the daemon starts (false: wait for /sideman/start)")
     model: str = setting("builtin", 'model bundle: "builtin" or the path of a .sideman file')
-    sync: str = setting("internal", "clock source: internal (sideman's own tempo) or master (also send MIDI clock, Start, Stop and Song Position Pointer, so a DAW follows)", choices=SYNC_SOURCES)
+    sync: str = setting("internal", "clock source: internal (sideman's own tempo), master (also send MIDI clock, Start, Stop and Song Position Pointer, so a DAW follows) or midi-in (follow the MIDI clock and transport of the input)", choices=SYNC_SOURCES)
+    sync_autostart: bool = setting(False, "with sync midi-in, start playing on the first clock pulse even without a Start message")
     swing: float = setting(0.0, "swing: delay of every second eighth (or sixteenth, swing_unit) note; 50 is a triplet feel, 75 dotted", unit="percent", low=0.0, high=75.0)
     swing_unit: str = setting("1/8", "note value that swings: 1/8 or 1/16", choices=("1/8", "1/16"))
     humanize_ms: float = setting(0.0, "largest random shift of each onset, from a generator of its own seeded from seed", unit="ms", low=0.0, high=30.0)
@@ -108,6 +109,7 @@ class MidiSettings:
     # "in" is a Python keyword, so the field is `input`; the settings file and the CLI say in.
     input: str = setting("", "existing port to read live notes and mapped CCs from, by full name or a unique part of it; none opens the virtual port sideman-in:in")
     listen: bool = setting(True, "open the MIDI input; false runs without live notes and CC control")
+    clock_in: str = setting("", "with sync midi-in, existing port to read MIDI clock from, by full name or a unique part of it; none reads it from the MIDI input")
     clock_out: str = setting("", "with sync master, existing port to send MIDI clock to, by full name or a unique part of it; none sends it on the output port")
 
 

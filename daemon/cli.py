@@ -171,6 +171,8 @@ def _add_run_parser(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--meter", dest="run.meter", metavar="N/D", help=_setting_help("run.meter"))
     parser.add_argument("--sync", dest="run.sync", choices=SYNC_SOURCES, type=str.lower, help=_setting_help("run.sync"))
     parser.add_argument("--clock-out", dest="midi.clock_out", metavar="NAME", help=_setting_help("midi.clock_out"))
+    parser.add_argument("--clock-in", dest="midi.clock_in", metavar="NAME", help=_setting_help("midi.clock_in"))
+    parser.add_argument("--sync-autostart", dest="run.sync_autostart", action="store_const", const=True, help=_setting_help("run.sync_autostart"))
     parser.add_argument("--osc-host", dest="osc.host", metavar="ADDRESS", help=_setting_help("osc.host"))
     parser.add_argument("--osc-port", dest="osc.port", metavar="PORT", type=int, help=_setting_help("osc.port"))
     parser.add_argument("--osc-files", dest="osc.files", metavar="DIR", help=_setting_help("osc.files"))

@@ -411,7 +411,7 @@ class ClockFollower:
     def check(self, time: float) -> ClockUpdate:
         """Stop play when no pulse came for longer than 2 beats at the last tempo; call it at `deadline()`."""
         deadline = self.deadline()
-        if deadline is None or time <= deadline:
+        if deadline is None or time < deadline:
             return ClockUpdate(FollowAction.NONE, self.position, self._anchor.time)
 
         self._running = False

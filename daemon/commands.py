@@ -85,6 +85,19 @@ class SetFeel:
 
 
 @dataclass(frozen=True)
+class ClockMessage:
+    """A MIDI clock or transport message from the input: "clock", "start", "continue", "stop" or "songpos".
+
+    `time` is when it arrived, in seconds on the engine's clock; `position`
+    is the Song Position Pointer in sixteenth notes (0-16383).
+    """
+
+    kind: str
+    time: float
+    position: int = 0
+
+
+@dataclass(frozen=True)
 class Respond:
     """Answer the musician's call now: the response starts at the next bar line."""
 
@@ -102,7 +115,7 @@ class LiveNote:
     channel: int = 0  # 0-15
 
 
-Command = SetTempo | Reseed | Prime | Start | Stop | Panic | Reset | SetSampler | SetParam | ApplySeeder | Respond | LiveNote | SetFeel
+Command = SetTempo | Reseed | Prime | Start | Stop | Panic | Reset | SetSampler | SetParam | ApplySeeder | Respond | LiveNote | SetFeel | ClockMessage
 
 
 def validate_seed(seed: int) -> int:

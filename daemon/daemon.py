@@ -33,6 +33,7 @@ from .outfiles import check_output_path
 
 if TYPE_CHECKING:
     from .ccmap import CcMap
+    from .clockfollow import ClockFollower
     from .engine import Engine, MessageOutput, NoteEvent
     from .improviser import Improviser
     from .seeding import Seeder
@@ -213,7 +214,8 @@ def _create_engine(
         gate=settings.run.gate,
         velocity=settings.run.velocity,
         channel=settings.run.channel - 1,
-        autoplay=settings.run.autoplay,
+        # Following a clock, play starts with the clock's Start, not at once.
+        autoplay=settings.run.autoplay and settings.run.sync != "midi-in",
         registry=samplers,
         seeders=seeders,
         params=settings.plugins,
@@ -223,6 +225,7 @@ def _create_engine(
         beats_per_bar=beats_per_bar(settings.run.meter),
         seeder=seeder,
         clock_output=clock_output,
+        follower=_clock_follower(settings),
         feel=Feel.from_values(
             {name: getattr(settings.run, name) for name in ("swing", "swing_unit", "humanize_ms", "humanize_velocity", "latency_ms")},
             seed=settings.run.seed,
@@ -230,6 +233,18 @@ def _create_engine(
     )
     resources.callback(engine.shutdown, SHUTDOWN_TIMEOUT)
     return engine, output
+
+
+def _clock_follower(settings: Settings) -> "ClockFollower | None":
+    from sideman.config.schema import beats_per_bar
+
+    from .clockfollow import ClockFollower
+
+    if settings.run.sync != "midi-in":
+        return None
+    source = settings.midi.clock_in or ("sideman-in:in" if not settings.midi.input else settings.midi.input)
+    logger.info("following the MIDI clock from %s; play starts with its Start%s", source, " or its first pulse" if settings.run.sync_autostart else "")
+    return ClockFollower(beats_per_bar(settings.run.meter), settings.run.sync_autostart, fallback_bpm=settings.run.tempo)
 
 
 def _open_clock_output(settings: Settings, output: "SharedOutput", resources: ExitStack) -> "MessageOutput | None":
@@ -262,6 +277,9 @@ def _open_midi_input(settings: Settings, engine: "Engine", output: "SharedOutput
     router = InputRouter(engine, output, output.clock, cc_map)
     midi_input = open_input(settings.midi.backend, connect_to=settings.midi.input or None, client_name="sideman-in", port_name="in", on_message=router)
     resources.callback(midi_input.close)
+    if settings.run.sync == "midi-in" and settings.midi.clock_in:
+        clock_input = open_input(settings.midi.backend, connect_to=settings.midi.clock_in, client_name="sideman-clock-in", port_name="in", on_message=router)
+        resources.callback(clock_input.close)
 
 
 def _start_osc(settings: Settings, engine: "Engine", samplers: dict[str, type], seeders: dict[str, type], resources: ExitStack) -> None:

@@ -59,6 +59,7 @@ from .clock import Clock
 from .commands import (
     MAX_PRIME_TOKENS,
     ApplySeeder,
+    ClockMessage,
     Command,
     LiveNote,
     Panic,
@@ -83,6 +84,7 @@ from .failures import PluginFailures
 from .feel import Feel, convert_feel_param
 from .improviser import Checkpoint, Improviser
 from .live import DUET, HANDOVER_GRID_BEATS, ON_GRID_TOLERANCE, LiveOptions, LiveSession, LiveUpdate, next_grid_line
+from .clockfollow import ClockFollower, ClockUpdate, FollowAction
 from .midiclock import ClockLeader
 from .notenames import pitch_name
 from .params import find_param
@@ -171,6 +173,7 @@ class Engine:
         seeder: Seeder | None = None,
         clock_output: MessageOutput | None = None,
         feel: Feel | None = None,
+        follower: ClockFollower | None = None,
     ):
         self._improviser = improviser
         self._output = output
@@ -191,6 +194,8 @@ class Engine:
         # As clock master: where the MIDI clock and transport messages go, and their schedule.
         self._clock_output = clock_output
         self._clock_leader = ClockLeader() if clock_output is not None else None
+        # Following an external MIDI clock: the follower's tempo and phase replace the tempo map's.
+        self._follower = follower
         self._fallback_chain = SamplerChain([], Greedy())
 
         # Parameter values per plugin name: the configured ones, then the current chain's.
@@ -317,7 +322,8 @@ class Engine:
             "late_onsets": self._late_onsets,
             "input_dropped": self.dropped_batches,
             "beats_per_bar": self._beats_per_bar,
-            "sync": "master" if self._clock_leader is not None else "internal",
+            "sync": "master" if self._clock_leader is not None else "midi-in" if self._follower is not None else "internal",
+            "clock_bpm": float(self._follower.bpm or 0.0) if self._follower is not None else 0.0,
             "clock_pulses": self._clock_leader.pulses_sent if self._clock_leader is not None else 0,
             "live": live.mode if live is not None else "off",
             "listening": int(live is not None and not live.playing),
@@ -335,6 +341,11 @@ class Engine:
     def live_thru(self) -> bool:
         """Whether the MIDI input should send the musician's notes on to the output (the live seeder's `thru`)."""
         return self._live is not None and self._live_thru
+
+    @property
+    def follows_clock(self) -> bool:
+        """Whether MIDI clock and transport messages from the input drive the transport (--sync midi-in)."""
+        return self._follower is not None
 
     @property
     def channel(self) -> int:
@@ -441,6 +452,9 @@ class Engine:
         pulse_time = self._clock_leader.next_time(self._tempo_map) if self._clock_leader is not None else None
         if pulse_time is not None:
             candidates.append(pulse_time)
+        stall_check = self._follower.deadline() if self._follower is not None else None
+        if stall_check is not None:
+            candidates.append(stall_check)
         return min(candidates) if candidates else None
 
     def _answer_end_time(self) -> float | None:
@@ -471,6 +485,10 @@ class Engine:
         answer_end = self._answer_end_time()
         if answer_end is not None and answer_end <= now:
             self._live.answer_finished()
+
+        stall_check = self._follower.deadline() if self._follower is not None else None
+        if stall_check is not None and stall_check <= now:
+            self._follow(self._follower.check(now))
 
         live_time = self._live_due_time()
         if live_time is not None and live_time <= now:
@@ -658,6 +676,50 @@ class Engine:
     def _apply_reseed(self, command: Reseed) -> None:
         self._improviser.reseed(command.seed)
         self._feel.humanize.reseed(command.seed)
+
+    def _apply_clock_message(self, command: ClockMessage) -> None:
+        follower = self._follower
+        if follower is None:
+            return
+        if command.kind == "clock":
+            update = follower.pulse(command.time)
+        elif command.kind == "start":
+            update = follower.start(command.time)
+        elif command.kind == "continue":
+            update = follower.continue_(command.time)
+        elif command.kind == "stop":
+            update = follower.stop(command.time)
+        else:
+            update = follower.song_position(command.position, command.time)
+        self._follow(update)
+
+    def _follow(self, update: ClockUpdate) -> None:
+        """Move the transport as the external clock says: start, continue, stop, relocate, or re-anchor tempo and phase."""
+        action = update.action
+        if action is FollowAction.NONE:
+            return
+        if action is FollowAction.STOP:
+            if update.stalled:
+                log.warning("the MIDI clock stopped for more than 2 beats: stopping and releasing the notes")
+            self._apply_stop(Stop())
+            return
+
+        # The follower's tempo and phase become the tempo map from this pulse on.
+        self._tempo_map = TempoMap(self._follower.bpm or self._tempo_map.bpm_at(update.beat), update.time, update.beat)
+        if action in (FollowAction.START, FollowAction.CONTINUE, FollowAction.RELOCATE):
+            if action is FollowAction.RELOCATE:
+                self._release_own_notes()
+            self._onset_beat = update.beat
+            self._next_beat = next_grid_line(update.beat, HANDOVER_GRID_BEATS)
+            if not self._running:
+                self._running = True
+                if self._origin is None:
+                    self._origin = update.time
+                if self._live is not None:
+                    self._live.transport_running = True
+                log.info("MIDI clock: playing from beat %.2f at %.1f BPM", update.beat, self._tempo_map.bpm_at(update.beat))
+        if self._running:
+            self._next_time = self._onset_time(self._next_beat)
 
     def _apply_feel(self, command: SetFeel) -> None:
         self._feel.set_param(command.name, command.value)
@@ -847,6 +909,7 @@ class Engine:
         ApplySeeder: _apply_seed,
         LiveNote: _apply_live_note,
         SetFeel: _apply_feel,
+        ClockMessage: _apply_clock_message,
         Respond: _apply_respond,
     }
 
@@ -877,6 +940,8 @@ class Engine:
             return ApplySeeder(command.seeder, self._prepare_seeder(command.seeder, pending))
         if isinstance(command, LiveNote):
             return validate_live_note(command)
+        if isinstance(command, ClockMessage):
+            return command
         if isinstance(command, SetFeel):
             return SetFeel(command.name, convert_feel_param(command.name, command.value))
         if isinstance(command, Respond):

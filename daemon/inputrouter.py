@@ -13,13 +13,15 @@ import mido
 
 from .ccmap import CcMap
 from .clock import Clock
-from .commands import LiveNote, SetParam, SetTempo
+from .commands import ClockMessage, LiveNote, SetParam, SetTempo
 from .errors import InvalidInputError, SettingsError
 from .midiinput import RepeatedWarning
 from .sharedoutput import THRU_ECHO_WINDOW, SharedOutput
 
 log = logging.getLogger(__name__)
 
+# System messages of an external clock, followed with --sync midi-in.
+CLOCK_TYPES = frozenset({"clock", "start", "continue", "stop", "songpos"})
 # Channel voice messages that MIDI thru passes on besides notes.
 THRU_TYPES = frozenset({"pitchwheel", "aftertouch", "polytouch"})
 # MIDI thru passes at most this many messages a second (more than any player
@@ -56,9 +58,12 @@ class InputRouter:
             self._route_control(message)
         elif message.type in THRU_TYPES:
             self._route_other(message)
+        elif message.type in CLOCK_TYPES and self._engine.follows_clock:
+            # NOTE: arrival times are read here, on the input thread, so a late
+            # callback adds to the pulses' jitter; the follower's filter smooths it.
+            position = message.pos if message.type == "songpos" else 0
+            self._apply([ClockMessage(message.type, now, position)], message)
         else:
-            # NOTE: MIDI clock, Start, Stop, Continue and Song Position Pointer
-            # arrive here too, but sideman does not follow an external clock yet.
             log.debug("MIDI input: %s ignored", message.type)
 
     def _route_note(self, message: mido.Message, now: float) -> None:

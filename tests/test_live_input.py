@@ -1,5 +1,6 @@
 """Live input end to end: a musician's port plays into sideman-in:in of a `sideman run` on a private JACK server."""
 
+import threading
 import time
 
 import mido
@@ -103,3 +104,61 @@ def test_thru_and_mapped_controls(tmp_path, model):
             status = daemon.status()
         assert status["tempo"] == 180.0
         assert status["answers"] == 1
+
+
+class PulseSender:
+    """Send MIDI clock pulses at a tempo from a thread of its own, recording each pulse's send time."""
+
+    def __init__(self, sender: Sender, bpm: float):
+        self._sender = sender
+        self._spacing = 60.0 / bpm / 24
+        self._stop = threading.Event()
+        self.times: list[float] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        start = time.perf_counter()
+        index = 0
+        while not self._stop.is_set():
+            deadline = start + index * self._spacing
+            remaining = deadline - time.perf_counter()
+            if remaining > 0:
+                time.sleep(remaining)
+            self.times.append(time.perf_counter())
+            self._sender.send(mido.Message("clock"))
+            index += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+
+def test_follows_midi_clock_start_stop_and_stall(tmp_path, model):
+    with LiveDaemon(tmp_path, "--model", model, "--sync", "midi-in", autoplay=True) as daemon, Sender(INPUT_PORT) as clock_source:
+        pulses = PulseSender(clock_source, 120.0)
+        pulses.start()
+        time.sleep(1.0)
+        assert note_ons(daemon.receiver.messages()) == [], "sideman played before Start"
+
+        clock_source.send(mido.Message("start"))
+        daemon.receiver.wait_for(lambda messages: len(note_ons(messages)) >= 8, timeout=10.0)
+        assert daemon.status()["clock_bpm"] == pytest.approx(120.0, rel=0.02)
+        clock_source.send(mido.Message("stop"))
+        time.sleep(0.5)
+        stopped_at = len(note_ons(daemon.receiver.messages()))
+        time.sleep(1.0)
+        assert len(note_ons(daemon.receiver.messages())) == stopped_at, "notes after Stop"
+        assert daemon.receiver.balance() == {}
+
+        # Continue, then the pulses stop without a Stop: sideman stops by itself after 2 beats.
+        clock_source.send(mido.Message("continue"))
+        daemon.receiver.wait_for(lambda messages: len(note_ons(messages)) >= stopped_at + 4, timeout=10.0)
+        pulses.stop()
+        time.sleep(2.0)
+        status = daemon.status()
+        assert status["running"] == 0
+        assert daemon.receiver.balance() == {}
+        assert "MIDI clock: no pulse" in daemon.log()
