@@ -239,11 +239,18 @@ class Sender:
         self.port_name = f"{self.client_name}:out"
         self._port = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=self.client_name)
         self._port.open_virtual_port("out")
+        self.destination = destination
         try:
             connect_ports(self.port_name, wait_for_port(destination))
         except BaseException:
             self.close()
             raise
+
+    def reconnect(self) -> None:
+        """Disconnect from the destination and connect again."""
+        destination = wait_for_port(self.destination)
+        subprocess.run(["jack_disconnect", self.port_name, destination], capture_output=True, stdin=subprocess.DEVNULL)
+        connect_ports(self.port_name, destination)
 
     def send(self, message: mido.Message) -> None:
         self._port.send_message(message.bytes())

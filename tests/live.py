@@ -10,10 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import mido
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from tests.jack import Receiver, wait_for_port
+from tests.jack import Receiver, Sender, wait_for_port
 
 SIDEMAN = [sys.executable, "-m", "sideman.cli"]
 DAEMON_PORT = "sideman:out"
@@ -56,6 +57,29 @@ class LiveDaemon:
                 self.send("/sideman/start")
         except BaseException:
             self.close()
+            raise
+
+    def connect_sender(self, input_port: str = "sideman-in:in", timeout: float = 10.0) -> Sender:
+        """Open a Sender into the daemon's MIDI input and wait until the daemon hears it.
+
+        A probe control change (CC 119 on channel 16, mapped to nothing) is
+        sent until the daemon's debug log shows it; a connection made while
+        the daemon's input client was still starting up is made again.
+        """
+        sender = Sender(input_port)
+        probe = mido.Message("control_change", channel=15, control=119, value=0)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                for _ in range(10):
+                    sender.send(probe)
+                    time.sleep(0.05)
+                    if "control=119" in self.log():
+                        return sender
+                sender.reconnect()
+            raise AssertionError(f"the daemon never heard {sender.port_name} on {input_port}; log:\n{self.log()[-2000:]}")
+        except BaseException:
+            sender.close()
             raise
 
     def send(self, address: str, *arguments) -> None:

@@ -38,7 +38,7 @@ def beat_clock(daemon: LiveDaemon) -> tuple[float, float]:
 
 def test_call_gets_bar_aligned_answer_in_key(tmp_path, model):
     arguments = ("--model", model, "--tempo", str(BPM), "--seeder", "live", "--sampler", "scale temperature", "--param", "scale.key=auto")
-    with LiveDaemon(tmp_path, *arguments) as daemon, Sender(INPUT_PORT) as keyboard:
+    with LiveDaemon(tmp_path, *arguments) as daemon, daemon.connect_sender(INPUT_PORT) as keyboard:
         moment, beat = beat_clock(daemon)
         time.sleep(0.5)
         assert note_ons(daemon.receiver.messages()) == [], "sideman plays while it should listen"
@@ -88,7 +88,7 @@ def test_thru_and_mapped_controls(tmp_path, model):
     config = tmp_path / "controls.toml"
     config.write_text('[cc]\ntempo = { cc = 20, low = 60, high = 180 }\nrespond = 67\nchannel = 2\n')
     arguments = ("--model", model, "--config", str(config), "--seeder", "live", "--param", "live.thru=true", "--channel", "3")
-    with LiveDaemon(tmp_path, *arguments) as daemon, Sender(INPUT_PORT) as controller:
+    with LiveDaemon(tmp_path, *arguments) as daemon, daemon.connect_sender(INPUT_PORT) as controller:
         controller.send(mido.Message("note_on", channel=1, note=50, velocity=70))
         controller.send(mido.Message("note_off", channel=1, note=50, velocity=0))
         thru = daemon.receiver.wait_for(lambda messages: any(m.type == "note_off" for m in messages), timeout=5.0)
@@ -128,7 +128,10 @@ class PulseSender:
             if remaining > 0:
                 time.sleep(remaining)
             self.times.append(time.perf_counter())
-            self._sender.send(mido.Message("clock"))
+            try:
+                self._sender.send(mido.Message("clock"))
+            except AttributeError:
+                return  # the sender closed: the test ended early
             index += 1
 
     def stop(self) -> None:
@@ -137,7 +140,7 @@ class PulseSender:
 
 
 def test_follows_midi_clock_start_stop_and_stall(tmp_path, model):
-    with LiveDaemon(tmp_path, "--model", model, "--sync", "midi-in", autoplay=True) as daemon, Sender(INPUT_PORT) as clock_source:
+    with LiveDaemon(tmp_path, "--model", model, "--sync", "midi-in", autoplay=True) as daemon, daemon.connect_sender(INPUT_PORT) as clock_source:
         pulses = PulseSender(clock_source, 120.0)
         pulses.start()
         time.sleep(1.0)
