@@ -322,7 +322,7 @@ class Engine:
             "late_onsets": self._late_onsets,
             "input_dropped": self.dropped_batches,
             "beats_per_bar": self._beats_per_bar,
-            "sync": "master" if self._clock_leader is not None else "midi-in" if self._follower is not None else "internal",
+            "sync": self._sync_source(),
             "clock_bpm": float(self._follower.bpm or 0.0) if self._follower is not None else 0.0,
             "clock_pulses": self._clock_leader.pulses_sent if self._clock_leader is not None else 0,
             "live": live.mode if live is not None else "off",
@@ -341,6 +341,13 @@ class Engine:
     def live_thru(self) -> bool:
         """Whether the MIDI input should send the musician's notes on to the output (the live seeder's `thru`)."""
         return self._live is not None and self._live_thru
+
+    def _sync_source(self) -> str:
+        if self._clock_leader is not None:
+            return "master"
+        if self._follower is not None:
+            return "midi-in"
+        return "internal"
 
     @property
     def follows_clock(self) -> bool:

@@ -68,7 +68,7 @@ class LiveOptions:
 
 @dataclass
 class LiveUpdate:
-    """What the engine does after a live event."""
+    """The engine's tasks after a live event."""
 
     # Tokens to feed into the state, in order.
     tokens: list[Token] = field(default_factory=list)
@@ -116,7 +116,7 @@ class LiveSession:
         self._line.quantize = options.quantize
 
     def accepts_channel(self, channel: int) -> bool:
-        """Whether a note on `channel` (0-15) is the musician's."""
+        """Return whether a note on `channel` (0-15) is the musician's."""
         return self.options.channel == 0 or channel == self.options.channel - 1
 
     # Events.
@@ -140,7 +140,7 @@ class LiveSession:
         return update
 
     def due_beat(self) -> float | None:
-        """The next beat at which `advance` has something to decide; None while no phrase is open."""
+        """Return the next beat at which `advance` has something to decide; None while no phrase is open."""
         last_event = self._line.last_event
         if last_event is None or self._line.first_onset is None:
             return None
@@ -179,12 +179,12 @@ class LiveSession:
         return update
 
     def answer_finished(self) -> None:
-        """The engine reached the answer's end: listen again."""
+        """Listen again: the engine reached the answer's end."""
         log.info("answer finished at beat %.2f: listening", self.answer_end)
         self._stop_answer()
 
     def answer_dropped(self) -> None:
-        """The transport stopped during an answer: listen again."""
+        """Listen again: the transport stopped during an answer."""
         log.info("the transport stopped: the answer ends and sideman listens")
         self._stop_answer()
 
