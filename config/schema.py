@@ -106,7 +106,7 @@ class MidiSettings:
 
     backend: str = setting("auto", "MIDI API; auto probes ALSA, then JACK, then the platform's own", choices=MIDI_BACKENDS)
     out: str = setting("", "existing output port to connect to, by full name or a unique part of it; none opens the virtual port sideman:out")
-    # "in" is a Python keyword, so the field is `input`; the settings file and the CLI say in.
+    # "in" is a Python keyword, so the field is `input`. The settings file and the CLI use the key `in`.
     input: str = setting("", "existing port to read live notes and mapped CCs from, by full name or a unique part of it; none opens the virtual port sideman-in:in")
     listen: bool = setting(True, "open the MIDI input; false runs without live notes and CC control")
     clock_in: str = setting("", "with sync midi-in, existing port to read MIDI clock from, by full name or a unique part of it; none reads it from the MIDI input")
@@ -220,12 +220,12 @@ def specs(section: str) -> list[Spec]:
 
 
 def file_key(field_name: str) -> str:
-    """The key of a field in settings files: `input` is written `in`, which Python cannot name."""
+    """Return the key of a field in settings files: `input` is written `in`, which Python cannot name."""
     return "in" if field_name == "input" else field_name
 
 
 def field_name(key: str) -> str:
-    """The dataclass field of a settings file key; the inverse of `_file_key`."""
+    """Return the dataclass field of a settings file key, the inverse of `file_key`."""
     return "input" if key == "in" else key
 
 

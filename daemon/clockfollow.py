@@ -2,7 +2,7 @@
 
 Pure logic without threads or ports. The MIDI input passes each message
 with its arrival time (seconds on the engine's monotonic clock), and every
-call returns a ClockUpdate that tells the engine what to do.
+call returns a ClockUpdate with the engine's next task.
 
 Tempo and phase come from PulseFit, a least-squares line through the
 arrival times of the last 48 pulses (2 beats) against their pulse numbers.

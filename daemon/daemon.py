@@ -288,7 +288,7 @@ def _start_osc(settings: Settings, engine: "Engine", samplers: dict[str, type], 
     from .osc_access import Allowlist, OscFiles
     from .registry import all_plugins
 
-    # The engine's plugins, so that OSC knows which of their parameters are file paths.
+    # The engine's plugins, from which OSC learns which of their parameters are file paths.
     server = OscServer(engine, settings.osc.host, settings.osc.port, allowlist=Allowlist.parse(settings.osc.allow),
                        files=OscFiles(settings.osc.files or None), plugins=all_plugins(samplers, seeders))
     try:

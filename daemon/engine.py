@@ -39,7 +39,7 @@ Live input. A seeder that listens (the `live` seeder) puts the engine into a
 live mode, a LiveSession (sideman.live). LiveNote commands carry the notes
 played into the MIDI input; the engine turns their arrival times into beats,
 feeds the tokens the session returns into the state, and plays its own line
-only while the session says so: during an answer, or always in duet mode.
+only while the session lets it: during an answer, or always in duet mode.
 While the line is silent the transport keeps counting beats, so answers
 start on bar lines of the same grid.
 """
@@ -471,11 +471,11 @@ class Engine:
         return self._tempo_map.time_at(self._live.answer_end)
 
     def _line_sounds(self) -> bool:
-        """Whether sideman's own line plays now: the transport runs and no live mode keeps it silent."""
+        """Return whether sideman's own line plays now: the transport runs and no live mode keeps it silent."""
         return self._running and (self._live is None or self._live.playing)
 
     def _current_beat(self) -> float:
-        """The transport's beat position now; while the line sounds, never past the next onset."""
+        """Return the transport's beat position now; while the line sounds, never past the next onset."""
         beat = self._tempo_map.beat_at(self._clock.now())
         return min(beat, self._next_beat) if self._line_sounds() else beat
 
@@ -656,7 +656,7 @@ class Engine:
         self._redraw_if_rolled_back()
 
     def _redraws(self, command: Command) -> bool:
-        """Whether the command changes what the model draws; a parameter of the live mode changes only how it listens."""
+        """Return whether the command changes what the model draws; a parameter of the live mode changes only how it listens."""
         if isinstance(command, SetParam) and self._live is not None and command.plugin == self._live_seeder:
             return False
         return isinstance(command, _REDRAWING)
@@ -701,7 +701,7 @@ class Engine:
         self._follow(update)
 
     def _follow(self, update: ClockUpdate) -> None:
-        """Move the transport as the external clock says: start, continue, stop, relocate, or re-anchor tempo and phase."""
+        """Move the transport as the external clock requests: start, continue, stop, relocate, or re-anchor tempo and phase."""
         action = update.action
         if action is FollowAction.NONE:
             return

@@ -256,6 +256,6 @@ class LiveSession:
 
 
 def next_grid_line(beat: float, spacing: float) -> float:
-    """The first multiple of `spacing` at or after `beat` (a position on a grid line counts as at it)."""
+    """Return the first multiple of `spacing` at or after `beat` (a position on a grid line counts as at it)."""
     lines = math.ceil(beat / spacing - ON_GRID_TOLERANCE)
     return lines * spacing

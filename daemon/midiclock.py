@@ -92,7 +92,7 @@ class ClockLeader:
         return messages
 
     def relocate(self, beat: float) -> list[mido.Message]:
-        """The transport jumped to `beat` while running: tell the follower where play is now."""
+        """Return the messages that move a running follower to `beat`, after the transport jumped there."""
         if self._next_pulse is None:
             return []
         self._next_pulse = math.ceil(beat * PULSES_PER_BEAT - 1e-9)

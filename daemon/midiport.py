@@ -363,7 +363,7 @@ def own_port_name(client_name: str, port_name: str) -> str:
 
 
 class OpenPort:
-    """What the MIDI input and output share: a context manager that closes the port, and a repr with its state.
+    """Base of the MIDI input and output: a context manager that closes the port, and a repr with its state.
 
     Subclasses set `_port` (None once closed), `name` and `backend`, and define `close`.
     """

@@ -75,7 +75,7 @@ class SharedOutput:
             return sorted(pitch for sounding_channel, pitch in self._sounding if sounding_channel == channel)
 
     def is_echo(self, message: mido.Message, time: float) -> bool:
-        """Whether a note message received at `time` is one we sent moments ago, coming back; each sent note explains one echo.
+        """Return whether a note message received at `time` is one we sent moments ago, coming back; each sent note explains one echo.
 
         The bytes must be equal (type, channel, pitch and velocity), so a
         musician's note of the same pitch at the same moment, which almost

@@ -73,7 +73,7 @@ def test_onsets_land_on_the_pulses(bpm, jitter, limit):
     assert max(errors) < limit
 
 
-def test_stop_releases_and_silences_then_continue_resumes_from_the_song_position():
+def test_stop_then_continue_from_position():
     harness = FollowHarness()
     harness.send("start", 0.0)
     end = harness.pulses(0.01, 120.0, 4)

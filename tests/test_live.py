@@ -172,7 +172,7 @@ def test_record_written_on_sigterm(tmp_path, model):
     assert len(recorded) == received
 
 
-def test_clock_master_sends_24_pulses_a_beat_start_and_stop(tmp_path, model):
+def test_clock_master_pulses_and_transport(tmp_path, model):
     with LiveDaemon(tmp_path, "--model", model, "--tempo", "150", "--sync", "master") as daemon:
         daemon.receiver.wait_for(lambda messages: sum(message.type == "clock" for message in messages) >= 24 * 8, timeout=20.0)
         status = daemon.status()

@@ -28,7 +28,7 @@ def test_song_position_in_sixteenths(beat, sixteenths):
     assert song_position(beat).pos == sixteenths
 
 
-def test_leader_starts_at_zero_with_start_elsewhere_with_position_and_continue():
+def test_leader_start_or_continue():
     leader = ClockLeader()
     assert [message.type for message in leader.start(0.0)] == ["start"]
     assert leader.stop()[0].type == "stop"
@@ -46,7 +46,7 @@ def test_late_pulses_are_skipped_not_burst():
     assert leader.pulses_skipped == 44
 
 
-def test_engine_sends_24_pulses_a_beat_on_the_tempo_grid():
+def test_engine_pulses_on_tempo_grid():
     harness = ClockHarness(tempo=120.0)
     harness.engine.run_until(START_MARGIN + 2.0 - 1e-9)
 
@@ -58,7 +58,7 @@ def test_engine_sends_24_pulses_a_beat_on_the_tempo_grid():
         assert time == pytest.approx(START_MARGIN + index * spacing, abs=1e-9)
 
 
-def test_pulses_follow_a_tempo_change_at_the_next_onset():
+def test_pulses_follow_tempo_change():
     harness = ClockHarness(tempo=120.0)
     harness.engine.run_until(1.0)
     harness.engine.apply([SetTempo(60.0)])
@@ -70,7 +70,7 @@ def test_pulses_follow_a_tempo_change_at_the_next_onset():
     assert harness.engine.status()["clock_pulses"] == len(times)
 
 
-def test_stop_sends_stop_and_no_more_pulses_and_start_continues_from_the_position():
+def test_stop_then_start_continues():
     harness = ClockHarness(tempo=120.0)
     harness.engine.run_until(1.0)
     harness.engine.apply([Stop()])

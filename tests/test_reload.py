@@ -73,7 +73,7 @@ def test_settings_in_force_after_reload(tmp_path, caplog):
 
     assert applied == [[SetTempo(133.0)]]
     assert in_force.run.tempo == 133.0
-    # Velocity needs a restart: still the old value, and the log says so.
+    # Velocity needs a restart: it keeps the old value, and the log names it.
     assert in_force.run.velocity == current.run.velocity
     assert "run.velocity" in caplog.text
 
