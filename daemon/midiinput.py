@@ -21,7 +21,7 @@ import mido
 import rtmidi
 
 from sideman.errors import MidiSystemError
-from sideman.midiport import MidiSystem, OpenPort, NativeMidiSystem, choose_backend_for_client, find_port, new_rtmidi_port, own_port_name
+from sideman.midiport import MidiSystem, OpenPort, NativeMidiSystem, choose_backend_for_client, find_port, new_rtmidi_port, own_port_name, wait_for_connection
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +278,7 @@ def _open_on(
         name = own_port_name(client_name, port_name) if own_port_visible else target
         midi_input = MidiInput(port, name, backend, on_message, connected_to=target)
         port.open_port(index, name=port_name)
+        wait_for_connection(backend)
         return midi_input
     except rtmidi.RtMidiError as error:
         raise MidiSystemError(f"opening MIDI input {port_name!r} with {backend} failed: {error}") from error

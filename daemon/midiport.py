@@ -54,11 +54,13 @@ LOOPMIDI_HINT = (
 
 ALL_NOTES_OFF = 123  # MIDI control change number
 
-# Seconds to wait under JACK before unregistering a port. The libjack that
-# python-rtmidi's Linux wheels bundle (1.9.22) can crash when a port is
-# unregistered while the client's notification thread updates latencies after
-# another change of the graph, such as another port closing. Waiting makes
-# that unlikely, not impossible.
+# Seconds to wait under JACK after a change of the graph. Before unregistering
+# a port: the libjack that python-rtmidi's Linux wheels bundle (1.9.22) can
+# crash when a port is unregistered while the client's notification thread
+# updates latencies after another change of the graph, such as another port
+# closing; waiting makes that unlikely, not impossible. After connecting to an
+# existing port: the server applies the new connection in a later process
+# cycle, and a message sent before then never reaches the other port.
 JACK_SETTLE_TIME = 0.1
 CONTROL_CHANGE = 0xB0  # status byte for channel 0; add the channel 0-15
 
@@ -514,9 +516,16 @@ def _open_on(port: Any, backend: str, connect_to: str | None, client_name: str, 
     except rtmidi.RtMidiError as error:
         raise MidiSystemError(f"opening MIDI output {port_name!r} with {backend} failed: {error}") from error
 
+    wait_for_connection(backend)
     own_port_visible = backend in ("alsa", "jack")
     name = own_port_name(client_name, port_name) if own_port_visible else target
     return MidiOutput(port, name, backend, connected_to=target)
+
+
+def wait_for_connection(backend: str) -> None:
+    """Wait until a connection just made under JACK carries messages (see JACK_SETTLE_TIME)."""
+    if backend == "jack":
+        time.sleep(JACK_SETTLE_TIME)
 
 
 def new_rtmidi_port(port_class: type, backend: str, client_name: str) -> Any:
