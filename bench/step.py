@@ -35,11 +35,12 @@ PREDICT_RATIO_TARGET = 500.0
 TF_FUNCTION_RATIO_TARGET = 5.0
 STATE_SIZES = (64, 128, 256)
 VOCABULARY_SIZE = 768
-# The numpy calls one live step makes with the temperature chooser: 9 in
-# Stepper.advance, 4 in Stepper.probabilities, 3 in Temperature.choose.
+# The numpy calls one live step makes with the temperature chooser at its
+# default value 1: 8 in Stepper.advance, 2 in Stepper.weights (the product
+# of [a, 1] with the joint matrix, exp) and 3 in Temperature.choose_weights.
 # The floor row times as many calls that do no work, which is what the
 # interpreter alone costs.
-LIVE_STEP_NUMPY_CALLS = 16
+LIVE_STEP_NUMPY_CALLS = 13
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def interpreter_floor() -> Callable[[], None]:
 
 
 def time_live_step_parts(bundle: Bundle, chain: SamplerChain, counts: StepCounts) -> dict[str, np.ndarray]:
-    """Time the three parts of a live step separately, in nanoseconds: LSTM step, softmax, sampler chain.
+    """Time the three parts of a live step separately, in nanoseconds: LSTM step, Dense with exp, sampler chain.
 
     The loop repeats what Improviser.draw does, with a clock read between the parts.
     """
@@ -159,13 +160,18 @@ def time_live_step_parts(bundle: Bundle, chain: SamplerChain, counts: StepCounts
     clock = time.perf_counter_ns
     parts = np.empty((counts.warmup + counts.steps, 3), dtype=np.int64)
     token = None
+    scale = None if chain.filters else chain.chooser.weights_scale()
     for index in range(len(parts)):
         started = clock()
         stepper.advance(token)
         advanced = clock()
-        probabilities = stepper.probabilities()
-        softmaxed = clock()
-        token = chain.choose(probabilities, context)
+        softmaxed = advanced
+        if scale is None:
+            token = chain.choose(stepper.probabilities(), context)
+        else:
+            weights = stepper.weights(scale)
+            softmaxed = clock()
+            token = chain.chooser.choose_weights(weights, context)
         chosen = clock()
         context.recent.append(token)
         parts[index] = (advanced - started, softmaxed - advanced, chosen - softmaxed)
@@ -173,7 +179,7 @@ def time_live_step_parts(bundle: Bundle, chain: SamplerChain, counts: StepCounts
     timed = parts[counts.warmup:]
     return {
         "part: Stepper.advance (LSTM step)": timed[:, 0],
-        "part: Stepper.probabilities (Dense, softmax)": timed[:, 1],
+        "part: Stepper.weights (Dense and next gates, exp)": timed[:, 1],
         "part: sampler chain": timed[:, 2],
     }
 
@@ -344,7 +350,8 @@ def live_step_budget(samples_us: dict[str, np.ndarray]) -> str:
     return (
         f"Where the live step's time goes (p50): {parts}. The floor's {LIVE_STEP_NUMPY_CALLS} empty numpy calls take "
         f"{p50['floor']:.1f} us of the live step's {p50['live step']:.1f} us; the rest is the arithmetic, mostly the two "
-        "matrix-vector products (64 x 256 and 65 x 768), the tanh and exp calls and the cumulative sum of the sampler. "
+        "one matrix-vector product (65 x 1,024: the Dense layer and the next step's recurrent gates), the tanh and exp "
+        "calls and the sampler's cumulative sum over 768 tokens. "
         f"At p99 the live step takes {p99['live step']:.1f} us and the floor {p99['floor']:.1f} us. "
         "The floor does no work, so its own spread from p50 to p99 is what the interpreter and the other processes "
         "on the machine add by themselves (see the load average above)."

@@ -46,9 +46,17 @@ class Improviser:
 
     def draw(self, beat: float = 0.0) -> int:
         """Step the model with the last token and choose the next one."""
-        probabilities = self.stepper.step(self.last_token)
+        stepper = self.stepper
+        stepper.advance(self.last_token)
         self.context.beat = beat
-        token = self.chain.choose(probabilities, self.context)
+
+        # A chain of one chooser that draws from unnormalised weights skips the softmax's normalisation.
+        chain = self.chain
+        scale = None if chain.filters else chain.chooser.weights_scale()
+        if scale is None:
+            token = chain.choose(stepper.probabilities(), self.context)
+        else:
+            token = chain.chooser.choose_weights(stepper.weights(scale), self.context)
         self.last_token = token
         self.context.recent.append(token)
         return token

@@ -59,6 +59,22 @@ class Chooser(Sampler):
     def choose(self, probabilities: np.ndarray, context: SamplerContext) -> int:
         raise NotImplementedError
 
+    def weights_scale(self) -> float | None:
+        """Return the factor on the logits for `choose_weights`, or None when this chooser needs `choose`.
+
+        A chooser that draws from unnormalised weights exp(scale * logits)
+        lets the live step skip the softmax's normalisation (two numpy calls
+        of about a dozen per note) when it is the whole chain.
+        """
+        return None
+
+    def choose_weights(self, weights: np.ndarray, context: SamplerContext) -> int:
+        """Pick a token from exp(weights_scale() * logits): probabilities times an unknown positive factor.
+
+        `weights` is a view into the stepper's buffer: read it, do not keep or change it.
+        """
+        raise NotImplementedError
+
 
 class SamplerChain:
     """Filters in order, then the chooser."""

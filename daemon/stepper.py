@@ -74,42 +74,59 @@ class Stepper:
         kernel = weights.kernel.astype(np.float32)[:, order] * gate_scale
         bias = weights.bias.astype(np.float32)[order] * gate_scale
 
-        # One-hot input times the kernel is one kernel row: precompute row + bias per token.
-        self._input_rows = kernel + bias
-        self._zero_input_row = bias
-        self._recurrent = np.ascontiguousarray(weights.recurrent_kernel.astype(np.float32)[:, order] * gate_scale)
+        # One-hot input times the kernel is one kernel row, so the input's
+        # share of the gates is a row of `_input_rows`. The LSTM bias is added
+        # with the recurrent product instead (next paragraph).
+        self._input_rows = kernel
+        vocabulary_size = self.vocabulary_size
 
-        # The Dense bias is one more kernel row, multiplied by a constant 1
-        # stored after a, so one matrix-vector product computes the logits.
-        self._dense = np.vstack([weights.dense_kernel, weights.dense_bias[np.newaxis, :]]).astype(np.float32)
+        # One matrix-vector product per step computes both the logits of the
+        # Dense layer and the recurrent share of the next step's gates, because
+        # both multiply the same hidden state a: [a, 1] @ [[dense, recurrent],
+        # [dense bias, LSTM bias]]. The constant 1 stored after a brings in the
+        # biases. `advance` reuses the gates computed by `probabilities` (or
+        # `weights`) and computes the product itself only when the state
+        # changed since, so every path does the same arithmetic and a rollback
+        # replays a draw bit for bit.
+        recurrent = weights.recurrent_kernel.astype(np.float32)[:, order] * gate_scale
+        self._joint = np.ascontiguousarray(np.vstack([
+            np.hstack([weights.dense_kernel.astype(np.float32), recurrent]),
+            np.hstack([weights.dense_bias.astype(np.float32), bias])[np.newaxis, :],
+        ]))
         self._a_and_one = np.zeros(n_a + 1, dtype=np.float32)
         self._a_and_one[n_a] = 1.0
         self.a = self._a_and_one[:n_a]
 
-        # Work buffer [o, i, f, candidate, c]: the gates as the matrix product
-        # writes them, then the cell state, so that [i, f] * [candidate, c] is one multiply.
-        self._work = np.zeros(5 * n_a, dtype=np.float32)
-        self._gates = self._work[:4 * n_a]
-        self._sigmoid_gates = self._work[:3 * n_a]
-        self._output_gate = self._work[:n_a]
-        self._input_and_forget = self._work[n_a:3 * n_a]
-        self._candidate_and_cell = self._work[3 * n_a:]
-        self.c = self._work[4 * n_a:]
+        # One buffer [logits, o, i, f, candidate, c]: the product writes the
+        # logits and the gates, and the cell state follows the candidate so
+        # that [i, f] * [candidate, c] is one multiply.
+        self._work = np.zeros(vocabulary_size + 5 * n_a, dtype=np.float32)
+        self._product = self._work[:vocabulary_size + 4 * n_a]
+        self._logits = self._work[:vocabulary_size]
+        gates_and_cell = self._work[vocabulary_size:]
+        self._gates = gates_and_cell[:4 * n_a]
+        self._sigmoid_gates = gates_and_cell[:3 * n_a]
+        self._output_gate = gates_and_cell[:n_a]
+        self._input_and_forget = gates_and_cell[n_a:3 * n_a]
+        self._candidate_and_cell = gates_and_cell[3 * n_a:]
+        self.c = gates_and_cell[4 * n_a:]
         self._products = np.empty(2 * n_a, dtype=np.float32)
         self._tanh_c = np.empty(n_a, dtype=np.float32)
+        # Whether `_gates` holds [a, 1] @ the recurrent columns for the current a.
+        self._gates_ready = False
 
-        self._exp = np.empty(self.vocabulary_size, dtype=np.float32)
-        self._ones = np.ones(self.vocabulary_size, dtype=np.float32)
+        self._ones = np.ones(vocabulary_size, dtype=np.float32)
         # |a| < 1 elementwise, so no logit exceeds the column's absolute sum
         # plus its bias in magnitude: below the limit, exp cannot overflow or
         # underflow to an all-zero sum, and the largest logit need not be subtracted.
-        logit_bound = float(np.abs(self._dense).sum(axis=0).max())
-        self._shift_logits = not logit_bound <= UNSHIFTED_LOGIT_LIMIT
+        dense = self._joint[:, :vocabulary_size]
+        self._logit_bound = float(np.abs(dense).sum(axis=0).max())
 
     def reset(self) -> None:
         """Zero the state, as the notebook's a0 = c0 = 0."""
         self.a.fill(0.0)
         self.c.fill(0.0)
+        self._gates_ready = False
 
     def snapshot(self) -> LstmState:
         return LstmState(self.a.copy(), self.c.copy())
@@ -117,14 +134,16 @@ class Stepper:
     def restore(self, state: LstmState) -> None:
         self.a[...] = state.a
         self.c[...] = state.c
+        self._gates_ready = False
 
     def advance(self, token: int | None) -> None:
         """Feed one token (an index, or None for the zero input) into the state."""
         n_a = self.n_a
-        row = self._zero_input_row if token is None else self._input_rows[token]
         gates = self._gates
-        np.dot(self.a, self._recurrent, out=gates)
-        np.add(gates, row, out=gates)
+        if not self._gates_ready:
+            np.dot(self._a_and_one, self._joint, out=self._product)
+        if token is not None:
+            np.add(gates, self._input_rows[token], out=gates)
         np.tanh(gates, out=gates)
 
         sigmoid_gates = self._sigmoid_gates
@@ -139,15 +158,29 @@ class Stepper:
         # a = o * tanh(c)
         np.tanh(self.c, out=self._tanh_c)
         np.multiply(self._output_gate, self._tanh_c, out=self.a)
+        self._gates_ready = False
+
+    def weights(self, scale: float = 1.0) -> np.ndarray:
+        """Return exp(scale * logits) over the current hidden state: the next token's probabilities times an unknown positive factor.
+
+        `scale` is 1 / temperature. The result is a view into the stepper's
+        buffer, valid until the next call of any method: read it, do not keep it.
+        It skips the softmax's normalisation, for choosers that do not need it.
+        """
+        logits = self._logits
+        np.dot(self._a_and_one, self._joint, out=self._product)
+        self._gates_ready = True
+        if scale != 1.0:
+            np.multiply(logits, scale, out=logits)
+        if not self._logit_bound * scale <= UNSHIFTED_LOGIT_LIMIT:
+            np.subtract(logits, logits.max(), out=logits)
+        np.exp(logits, out=logits)
+        return logits
 
     def probabilities(self) -> np.ndarray:
         """Return the softmax of the Dense layer over the current hidden state a, as a new array."""
-        exp = self._exp
-        np.dot(self._a_and_one, self._dense, out=exp)
-        if self._shift_logits:
-            np.subtract(exp, exp.max(), out=exp)
-        np.exp(exp, out=exp)
-        return np.divide(exp, np.dot(exp, self._ones))
+        weights = self.weights()
+        return np.divide(weights, np.dot(weights, self._ones))
 
     def step(self, token: int | None) -> np.ndarray:
         """Feed `token` and return the probabilities of the next token."""

@@ -15,6 +15,12 @@ class Greedy(Chooser):
     def choose(self, probabilities: np.ndarray, context: SamplerContext) -> int:
         return int(np.argmax(probabilities))
 
+    def weights_scale(self) -> float:
+        return 1.0
+
+    def choose_weights(self, weights: np.ndarray, context: SamplerContext) -> int:
+        return int(weights.argmax())
+
 
 class Temperature(Chooser):
     """Draw from the distribution sharpened (value < 1) or flattened (value > 1)."""
@@ -32,9 +38,21 @@ class Temperature(Chooser):
             logits -= logits.max()
             probabilities = np.exp(logits)
 
-        # The ufunc and array methods below skip the Python wrappers of np.cumsum
-        # and np.searchsorted, which cost more than the work on a few hundred floats.
-        cumulative = np.add.accumulate(probabilities)
-        draw = context.rng.random() * cumulative[-1]
-        index = int(cumulative.searchsorted(draw, side="right"))
-        return min(index, len(probabilities) - 1)
+        return draw_from_weights(probabilities, context.rng)
+
+    def weights_scale(self) -> float:
+        # exp(logits / T) is p ** (1 / T) up to a constant factor.
+        return 1.0 / self.values["value"]
+
+    def choose_weights(self, weights: np.ndarray, context: SamplerContext) -> int:
+        return draw_from_weights(weights, context.rng)
+
+
+def draw_from_weights(weights: np.ndarray, rng: np.random.Generator) -> int:
+    """Draw an index with probability proportional to `weights` (non-negative, some positive), by the inverse of the cumulative sum."""
+    # The ufunc and array methods below skip the Python wrappers of np.cumsum
+    # and np.searchsorted, which cost more than the work on a few hundred floats.
+    cumulative = np.add.accumulate(weights)
+    draw = rng.random() * cumulative[-1]
+    index = int(cumulative.searchsorted(draw, side="right"))
+    return min(index, len(weights) - 1)
