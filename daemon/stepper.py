@@ -112,7 +112,7 @@ class Stepper:
         self.c = gates_and_cell[4 * n_a:]
         self._products = np.empty(2 * n_a, dtype=np.float32)
         self._tanh_c = np.empty(n_a, dtype=np.float32)
-        # Whether `_gates` holds [a, 1] @ the recurrent columns for the current a.
+        # Whether `_gates` contains [a, 1] @ the recurrent columns for the current a.
         self._gates_ready = False
 
         self._ones = np.ones(vocabulary_size, dtype=np.float32)
