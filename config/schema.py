@@ -21,7 +21,7 @@ MAX_SEED = 2**32 - 1
 MAX_RUN_SEED = 2**63 - 1
 MIDI_BACKENDS = ("auto", "alsa", "jack", "coremidi", "winmm")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-SYNC_SOURCES = ("internal", "master", "midi-in")
+SYNC_SOURCES = ("internal", "master", "midi-in", "link")
 
 
 @dataclass(frozen=True)
@@ -90,8 +90,9 @@ class RunSettings:
     channel: int = setting(1, "MIDI channel of the output", low=1, high=16)
     autoplay: bool = setting(True, "start playing as soon as the daemon starts (false: wait for /sideman/start)")
     model: str = setting("builtin", 'model bundle: "builtin" or the path of a .sideman file')
-    sync: str = setting("internal", "clock source: internal (sideman's own tempo), master (also send MIDI clock, Start, Stop and Song Position Pointer, so a DAW follows) or midi-in (follow the MIDI clock and transport of the input)", choices=SYNC_SOURCES)
+    sync: str = setting("internal", "clock source: internal (sideman's own tempo), master (also send MIDI clock, Start, Stop and Song Position Pointer, so a DAW follows), midi-in (follow the MIDI clock and transport of the input) or link (join an Ableton Link session on the local network; needs the aalink package)", choices=SYNC_SOURCES)
     sync_autostart: bool = setting(False, "with sync midi-in, start playing on the first clock pulse even without a Start message")
+    link_start_stop: bool = setting(False, "with sync link, start and stop with the Link session's transport (Link's start/stop sync), and share sideman's own start and stop")
     swing: float = setting(0.0, "swing: delay of every second eighth (or sixteenth, swing_unit) note; 50 is a triplet feel, 75 dotted", unit="percent", low=0.0, high=75.0)
     swing_unit: str = setting("1/8", "note value that swings: 1/8 or 1/16", choices=("1/8", "1/16"))
     humanize_ms: float = setting(0.0, "largest random shift of each onset, from a generator of its own seeded from seed", unit="ms", low=0.0, high=30.0)

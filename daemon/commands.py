@@ -98,6 +98,18 @@ class ClockMessage:
 
 
 @dataclass(frozen=True)
+class SetSync:
+    """Switch the transport's sync source: "internal", "master", "midi-in" or "link".
+
+    `prepared` is the joined Link session for "link", made while the
+    command is checked so that the engine thread never waits for the network.
+    """
+
+    source: str
+    prepared: Any = None
+
+
+@dataclass(frozen=True)
 class Respond:
     """Answer the musician's call now: the response starts at the next bar line."""
 
@@ -115,7 +127,7 @@ class LiveNote:
     channel: int = 0  # 0-15
 
 
-Command = SetTempo | Reseed | Prime | Start | Stop | Panic | Reset | SetSampler | SetParam | ApplySeeder | Respond | LiveNote | SetFeel | ClockMessage
+Command = SetTempo | Reseed | Prime | Start | Stop | Panic | Reset | SetSampler | SetParam | ApplySeeder | Respond | LiveNote | SetFeel | ClockMessage | SetSync
 
 
 def validate_seed(seed: int) -> int:
@@ -170,6 +182,8 @@ def describe_command(command: Command) -> str:
         return f"seeder {command.seeder!r}"
     if isinstance(command, SetFeel):
         return f"feel {command.name} = {command.value!r}"
+    if isinstance(command, SetSync):
+        return f"sync source {command.source}"
     if isinstance(command, LiveNote):
         return f"live {'note_on' if command.velocity else 'note_off'} {pitch_name(command.pitch)} velocity {command.velocity} on channel {command.channel + 1}"
     return type(command).__name__.lower()

@@ -24,7 +24,7 @@ import threading
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
 
 from sideman.config.schema import Settings
 
@@ -214,8 +214,9 @@ def _create_engine(
         gate=settings.run.gate,
         velocity=settings.run.velocity,
         channel=settings.run.channel - 1,
-        # Following a clock, play starts with the clock's Start, not at once.
-        autoplay=settings.run.autoplay and settings.run.sync != "midi-in",
+        # Following a clock, play starts with the clock's Start, not at once; on
+        # Link, with the session's first poll or its transport.
+        autoplay=settings.run.autoplay and settings.run.sync not in ("midi-in", "link"),
         registry=samplers,
         seeders=seeders,
         params=settings.plugins,
@@ -226,6 +227,10 @@ def _create_engine(
         seeder=seeder,
         clock_output=clock_output,
         follower=_clock_follower(settings),
+        sync=settings.run.sync,
+        sync_autostart=settings.run.sync_autostart,
+        clock_input=settings.midi.listen,
+        link_factory=_link_factory(settings),
         feel=Feel.from_values(
             {name: getattr(settings.run, name) for name in ("swing", "swing_unit", "humanize_ms", "humanize_velocity", "latency_ms")},
             seed=settings.run.seed,
@@ -247,22 +252,36 @@ def _clock_follower(settings: Settings) -> "ClockFollower | None":
     return ClockFollower(beats_per_bar(settings.run.meter), settings.run.sync_autostart, fallback_bpm=settings.run.tempo)
 
 
-def _open_clock_output(settings: Settings, output: "SharedOutput", resources: ExitStack) -> "MessageOutput | None":
-    """Return where MIDI clock goes as clock master: the output port, or a port of its own with --clock-out; None otherwise."""
+def _open_clock_output(settings: Settings, output: "SharedOutput", resources: ExitStack) -> "MessageOutput":
+    """Return where MIDI clock goes as clock master (now or after /sideman/sync master): the output port, or a port of its own with --clock-out."""
     from .midiport import open_output
 
-    if settings.run.sync != "master":
-        if settings.midi.clock_out:
-            logger.warning("--clock-out has no effect without --sync master")
-        return None
     if not settings.midi.clock_out:
-        logger.info("clock master: MIDI clock goes out with the notes on %s", output.name)
+        if settings.run.sync == "master":
+            logger.info("clock master: MIDI clock goes out with the notes on %s", output.name)
         return output
 
     clock_port = open_output(settings.midi.backend, connect_to=settings.midi.clock_out, client_name="sideman-clock", port_name="out")
     resources.callback(clock_port.close)
-    logger.info("clock master: MIDI clock goes to %s", clock_port.connected_to)
+    logger.info("MIDI clock goes to %s whenever sync is master", clock_port.connected_to)
     return clock_port
+
+
+def _link_factory(settings: Settings) -> "Callable[[float, float], Any] | None":
+    """Return what joins a Link session for --sync link or /sideman/sync link, or None where aalink is not installed."""
+    from importlib.util import find_spec
+
+    if find_spec("aalink") is None:
+        return None
+
+    def join(bpm: float, beats_per_bar: float) -> Any:
+        from .link import LinkSync
+
+        link = LinkSync(bpm, beats_per_bar, settings.run.link_start_stop)
+        link.enable()
+        return link
+
+    return join
 
 
 def _open_midi_input(settings: Settings, engine: "Engine", output: "SharedOutput", cc_map: "CcMap", resources: ExitStack) -> None:
@@ -277,7 +296,7 @@ def _open_midi_input(settings: Settings, engine: "Engine", output: "SharedOutput
     router = InputRouter(engine, output, output.clock, cc_map)
     midi_input = open_input(settings.midi.backend, connect_to=settings.midi.input or None, client_name="sideman-in", port_name="in", on_message=router)
     resources.callback(midi_input.close)
-    if settings.run.sync == "midi-in" and settings.midi.clock_in:
+    if settings.midi.clock_in:
         clock_input = open_input(settings.midi.backend, connect_to=settings.midi.clock_in, client_name="sideman-clock-in", port_name="in", on_message=router)
         resources.callback(clock_input.close)
 

@@ -26,6 +26,13 @@ at the beat position where play stopped. Reset zeroes the model state and
 leaves the transport alone. Panic releases every note and keeps state and
 transport.
 
+Sync. The transport follows one source, switchable at run time: its own
+tempo map (internal), the same while sending MIDI clock (master), an
+external MIDI clock (midi-in, a ClockFollower) or an Ableton Link session
+(link). Leaving master sends Stop to the follower; entering midi-in stops
+and releases the notes until the clock's Start; the tempo map in effect
+carries on when a followed source is left.
+
 Parameters. SetParam is accepted for any installed sampler or seeder, in
 the chain or not. Values are kept per plugin name: they apply at once to a
 member of the current chain and to every chain or seeder built later from
@@ -56,6 +63,7 @@ from typing import Any, Callable, Protocol, Sequence
 import mido
 
 from .clock import Clock
+from .config.schema import SYNC_SOURCES
 from .commands import (
     MAX_PRIME_TOKENS,
     ApplySeeder,
@@ -70,6 +78,7 @@ from .commands import (
     SetFeel,
     SetParam,
     SetSampler,
+    SetSync,
     SetTempo,
     Start,
     Stop,
@@ -174,6 +183,10 @@ class Engine:
         clock_output: MessageOutput | None = None,
         feel: Feel | None = None,
         follower: ClockFollower | None = None,
+        sync: str | None = None,
+        sync_autostart: bool = False,
+        clock_input: bool = True,
+        link_factory: Callable[[float, float], Any] | None = None,
     ):
         self._improviser = improviser
         self._output = output
@@ -191,11 +204,32 @@ class Engine:
         self._beats_per_bar = beats_per_bar
         # Swing, humanize and latency: when each note is sent and at which velocity; the tokens stay on the grid.
         self._feel = feel if feel is not None else Feel()
-        # As clock master: where the MIDI clock and transport messages go, and their schedule.
-        self._clock_output = clock_output
-        self._clock_leader = ClockLeader() if clock_output is not None else None
+        # The sync source. Without `sync`, a clock output means master and a follower midi-in.
+        if sync is None:
+            sync = "internal"
+            if clock_output is not None:
+                sync = "master"
+            elif follower is not None:
+                sync = "midi-in"
+        self._sync = sync
+        self._sync_autostart = sync_autostart
+        # Whether a MIDI input delivers clock messages, so that midi-in can be chosen at run time.
+        self._clock_input = clock_input
+        # Builds and joins a Link session from (tempo in BPM, beats per bar); None where aalink is missing.
+        self._link_factory = link_factory
+        self._link: Any = None
+        # As clock master: where the MIDI clock and transport messages go (default the note output), and their schedule.
+        self._clock_output = clock_output if clock_output is not None else output
+        self._clock_leader = ClockLeader() if self._sync == "master" else None
         # Following an external MIDI clock: the follower's tempo and phase replace the tempo map's.
+        if self._sync == "midi-in" and follower is None:
+            follower = ClockFollower(beats_per_bar, sync_autostart, fallback_bpm=tempo)
         self._follower = follower
+        if self._sync == "link":
+            if link_factory is None:
+                raise SettingsError("sync link needs the aalink package: pip install 'sideman[link]'")
+            # The session's first poll starts play on its beat grid (or its transport does, with start/stop sync).
+            self._link = link_factory(tempo, beats_per_bar)
         self._fallback_chain = SamplerChain([], Greedy())
 
         # Parameter values per plugin name: the configured ones, then the current chain's.
@@ -322,8 +356,10 @@ class Engine:
             "late_onsets": self._late_onsets,
             "input_dropped": self.dropped_batches,
             "beats_per_bar": self._beats_per_bar,
-            "sync": self._sync_source(),
-            "clock_bpm": float(self._follower.bpm or 0.0) if self._follower is not None else 0.0,
+            "sync": self._sync,
+            # The tempo measured from the followed clock or Link session; 0 while none or not measured yet.
+            "clock_bpm": float(self._external_bpm() or 0.0),
+            "link_peers": int(self._link.peers) if self._link is not None else 0,
             "clock_pulses": self._clock_leader.pulses_sent if self._clock_leader is not None else 0,
             "live": live.mode if live is not None else "off",
             "listening": int(live is not None and not live.playing),
@@ -342,12 +378,13 @@ class Engine:
         """Whether the MIDI input should send the musician's notes on to the output (the live seeder's `thru`)."""
         return self._live is not None and self._live_thru
 
-    def _sync_source(self) -> str:
-        if self._clock_leader is not None:
-            return "master"
+    def _external_bpm(self) -> float | None:
+        """Return the tempo of the followed MIDI clock or Link session, or None."""
         if self._follower is not None:
-            return "midi-in"
-        return "internal"
+            return self._follower.bpm
+        if self._link is not None:
+            return self._link.bpm
+        return None
 
     @property
     def follows_clock(self) -> bool:
@@ -437,6 +474,10 @@ class Engine:
         except Exception:
             log.exception("could not release the sounding notes on channel %d", self._channel + 1)
 
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+
         if self._recorder is not None:
             try:
                 self._recorder.flush()
@@ -459,10 +500,18 @@ class Engine:
         pulse_time = self._clock_leader.next_time(self._tempo_map) if self._clock_leader is not None else None
         if pulse_time is not None:
             candidates.append(pulse_time)
-        stall_check = self._follower.deadline() if self._follower is not None else None
-        if stall_check is not None:
-            candidates.append(stall_check)
+        sync_check = self._sync_check_time()
+        if sync_check is not None:
+            candidates.append(sync_check)
         return min(candidates) if candidates else None
+
+    def _sync_check_time(self) -> float | None:
+        """Return when the followed source needs a look: the MIDI clock's stall deadline, or the next poll of the Link session."""
+        if self._follower is not None:
+            return self._follower.deadline()
+        if self._link is not None:
+            return self._link.deadline()
+        return None
 
     def _answer_end_time(self) -> float | None:
         """Clock time at which the answer being played ends, so the session listens again on time."""
@@ -493,9 +542,10 @@ class Engine:
         if answer_end is not None and answer_end <= now:
             self._live.answer_finished()
 
-        stall_check = self._follower.deadline() if self._follower is not None else None
-        if stall_check is not None and stall_check <= now:
-            self._follow(self._follower.check(now))
+        sync_check = self._sync_check_time()
+        if sync_check is not None and sync_check <= now:
+            source = self._follower if self._follower is not None else self._link
+            self._follow(source.check(now))
 
         live_time = self._live_due_time()
         if live_time is not None and live_time <= now:
@@ -674,6 +724,10 @@ class Engine:
             self._rolled_back = False
 
     def _apply_tempo(self, command: SetTempo) -> None:
+        if self._link is not None:
+            # The session's tempo changes for every peer; the next poll moves the tempo map.
+            self._link.propose_tempo(command.bpm)
+            return
         # While the line is silent (a live mode listening) the next onset lies
         # in the past, so the new tempo starts at the current beat instead.
         at_beat = self._next_beat if self._line_sounds() else max(self._next_beat, self._tempo_map.beat_at(self._clock.now()))
@@ -711,8 +765,8 @@ class Engine:
             self._apply_stop(Stop())
             return
 
-        # The follower's tempo and phase become the tempo map from this pulse on.
-        self._tempo_map = TempoMap(self._follower.bpm or self._tempo_map.bpm_at(update.beat), update.time, update.beat)
+        # The followed tempo and phase become the tempo map from this pulse (or Link poll) on.
+        self._tempo_map = TempoMap(self._external_bpm() or self._tempo_map.bpm_at(update.beat), update.time, update.beat)
         if action in (FollowAction.START, FollowAction.CONTINUE, FollowAction.RELOCATE):
             if action is FollowAction.RELOCATE:
                 self._release_own_notes()
@@ -724,9 +778,40 @@ class Engine:
                     self._origin = update.time
                 if self._live is not None:
                     self._live.transport_running = True
-                log.info("MIDI clock: playing from beat %.2f at %.1f BPM", update.beat, self._tempo_map.bpm_at(update.beat))
+                log.info("%s: playing from beat %.2f at %.1f BPM", "MIDI clock" if self._follower is not None else "Link",
+                         update.beat, self._tempo_map.bpm_at(update.beat))
         if self._running:
             self._next_time = self._onset_time(self._next_beat)
+
+    def _apply_sync(self, command: SetSync) -> None:
+        """Switch the sync source; no note is left sounding and the tempo in effect carries on."""
+        previous = self._sync
+        if command.source == previous:
+            if command.prepared is not None:
+                command.prepared.close()
+            return
+
+        if self._clock_leader is not None:
+            self._send_clock(self._clock_leader.stop())
+            self._clock_leader = None
+        self._follower = None
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+
+        self._sync = command.source
+        bpm = self._tempo_map.bpm_at(self._next_beat)
+        if command.source == "master":
+            self._clock_leader = ClockLeader()
+            if self._running:
+                self._send_clock(self._clock_leader.start(self._current_beat()))
+        elif command.source == "midi-in":
+            self._follower = ClockFollower(self._beats_per_bar, self._sync_autostart, fallback_bpm=bpm)
+            # Without the clock's phase there is no position to play at: wait for its Start.
+            self._apply_stop(Stop())
+        elif command.source == "link":
+            self._link = command.prepared
+        log.info("sync source %s (was %s) at %.1f BPM", command.source, previous, bpm)
 
     def _apply_feel(self, command: SetFeel) -> None:
         self._feel.set_param(command.name, command.value)
@@ -744,6 +829,9 @@ class Engine:
     def _apply_start(self, command: Start) -> None:
         if self._running:
             return
+        if self._link is not None:
+            self._start_on_link()
+            return
         # Latency compensation sends every event earlier, so the first onset lies that much further ahead.
         first_onset = self._clock.now() + START_MARGIN + self._feel.latency_ms / 1000.0
         self._tempo_map.restart(first_onset, self._next_beat)
@@ -756,7 +844,17 @@ class Engine:
         if self._origin is None:
             self._origin = first_onset
 
+    def _start_on_link(self) -> None:
+        """Start on the Link session's beat grid; with start/stop sync, ask the session to start every peer instead."""
+        if self._link.start_stop_sync:
+            self._link.propose_transport(True)
+            return
+        now = self._clock.now()
+        self._follow(ClockUpdate(FollowAction.START, self._link.beat_at(now + START_MARGIN), now + START_MARGIN))
+
     def _apply_stop(self, command: Stop) -> None:
+        if self._link is not None and self._link.start_stop_sync:
+            self._link.propose_transport(False)
         if not self._running:
             return
         if not self._line_sounds():
@@ -918,6 +1016,7 @@ class Engine:
         SetFeel: _apply_feel,
         ClockMessage: _apply_clock_message,
         Respond: _apply_respond,
+        SetSync: _apply_sync,
     }
 
     def _validate(self, command: Command, pending: dict[str, dict[str, Any]]) -> Command:
@@ -927,7 +1026,11 @@ class Engine:
         command applies. A SetParam updates it for the commands after it.
         """
         if isinstance(command, SetTempo):
+            if self._follower is not None:
+                raise InvalidInputError("the tempo follows the MIDI clock (sync midi-in): set it in the DAW, or switch with /sideman/sync internal")
             return SetTempo(validate_tempo(command.bpm))
+        if isinstance(command, SetSync):
+            return self._validate_sync(command)
         if isinstance(command, Reseed):
             return Reseed(validate_seed(command.seed))
         if isinstance(command, Prime):
@@ -958,6 +1061,19 @@ class Engine:
         if isinstance(command, (Start, Stop, Panic, Reset)):
             return command
         raise InvalidInputError(f"unknown engine command {command!r}")
+
+    def _validate_sync(self, command: SetSync) -> SetSync:
+        """Check the source; for link, join the session here, in the caller's thread."""
+        source = command.source.lower() if isinstance(command.source, str) else command.source
+        if source not in SYNC_SOURCES:
+            raise InvalidInputError(f"invalid sync source {command.source!r}: expected one of {', '.join(SYNC_SOURCES)}")
+        if source == "midi-in" and not self._clock_input:
+            raise InvalidInputError("sync midi-in needs a MIDI input, and this daemon runs without one (--no-midi-in)")
+        if source != "link" or self._sync == "link":
+            return SetSync(source)
+        if self._link_factory is None:
+            raise InvalidInputError("sync link needs the aalink package: pip install 'sideman[link]'")
+        return SetSync(source, self._link_factory(self._tempo_map.bpm_at(self._next_beat), self._beats_per_bar))
 
     def _convert_param(self, command: SetParam) -> Any:
         plugin = self._registry.get(command.plugin) or self._seeders.get(command.plugin)

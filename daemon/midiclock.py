@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 PULSES_PER_BEAT = 24
 SIXTEENTHS_PER_BEAT = 4
+PULSES_PER_SIXTEENTH = PULSES_PER_BEAT // SIXTEENTHS_PER_BEAT
 MAX_SONG_POSITION = 16383  # 14 bits of sixteenth notes
 # Pulses later than this are skipped instead of sent in a burst: a burst
 # would make the follower's tempo jump.
@@ -55,13 +56,18 @@ class ClockLeader:
         return self._next_pulse is not None
 
     def start(self, beat: float) -> list[mido.Message]:
-        """Return the messages that start the follower at `beat`; the first pulse falls on the first pulse position at or after it."""
-        self._next_pulse = math.ceil(beat * PULSES_PER_BEAT - 1e-9)
-        if beat <= 1e-9:
+        """Return the messages that start the follower at `beat`, or at the next sixteenth note when `beat` lies between two.
+
+        Song Position Pointer counts sixteenth notes, so the first pulse after
+        Continue must fall on one for the follower's position to match ours.
+        """
+        sixteenth = _sixteenth_at_or_after(beat)
+        self._next_pulse = sixteenth * PULSES_PER_SIXTEENTH
+        if sixteenth == 0:
             log.info("MIDI clock: Start")
             return [START]
-        log.info("MIDI clock: Continue from beat %.2f", beat)
-        return [song_position(beat), CONTINUE]
+        log.info("MIDI clock: Continue from beat %.2f", sixteenth / SIXTEENTHS_PER_BEAT)
+        return [song_position(sixteenth / SIXTEENTHS_PER_BEAT), CONTINUE]
 
     def stop(self) -> list[mido.Message]:
         if self._next_pulse is None:
@@ -95,6 +101,11 @@ class ClockLeader:
         """Return the messages that move a running follower to `beat`, after the transport jumped there."""
         if self._next_pulse is None:
             return []
-        self._next_pulse = math.ceil(beat * PULSES_PER_BEAT - 1e-9)
-        log.info("MIDI clock: position moved to beat %.2f", beat)
-        return [STOP, song_position(beat), CONTINUE]
+        sixteenth = _sixteenth_at_or_after(beat)
+        self._next_pulse = sixteenth * PULSES_PER_SIXTEENTH
+        log.info("MIDI clock: position moved to beat %.2f", sixteenth / SIXTEENTHS_PER_BEAT)
+        return [STOP, song_position(sixteenth / SIXTEENTHS_PER_BEAT), CONTINUE]
+
+
+def _sixteenth_at_or_after(beat: float) -> int:
+    return max(0, math.ceil(beat * SIXTEENTHS_PER_BEAT - 1e-9))
