@@ -123,7 +123,7 @@ def _merge_layer(document: Mapping[str, Any], source: str, sections: dict[str, d
         if section == CC_SECTION:
             continue
         if section not in SECTIONS:
-            logger.warning("%s: unknown section [%s] ignored%s", source, section, did_you_mean(section, [*SECTIONS, PLUGINS_SECTION, CC_SECTION]))
+            _warn_unknown_section(section, table, source)
             continue
 
         _require_table(table, f"[{section}]", source)
@@ -135,12 +135,17 @@ def _merge_value(section: str, key: str, value: Any, source: str, target: dict[s
     try:
         spec = spec_of(section, key)
     except KeyError:
-        valid_keys = [spec.key for spec in specs(section)]
-        logger.warning("%s: unknown setting %r in [%s] ignored%s", source, key, section, did_you_mean(key, valid_keys))
+        owners = _sections_with_key(key)
+        if owners:
+            hint = f"; {key!r} is a setting of " + " and ".join(f"[{owner}]" for owner in owners)
+        else:
+            hint = did_you_mean(key, [spec.key for spec in specs(section)])
+        logger.warning("%s: unknown setting %r in [%s] ignored%s", source, key, section, hint)
         return
 
     try:
         converted = spec.convert(value, section)
+        _check_in_section(section, key, converted)
     except SettingsError as error:
         raise SettingsError(f"{source}: {error}{_unit_note(spec.unit)}") from error
 
@@ -149,6 +154,29 @@ def _merge_value(section: str, key: str, value: Any, source: str, target: dict[s
     target[field_name(key)] = converted
     if source != str(DEFAULT_FILE):
         logger.debug("setting %s.%s = %r from %s", section, key, converted, source)
+
+
+def _check_in_section(section: str, key: str, value: Any) -> None:
+    # Some sections check values in __post_init__, such as the [osc] allow list.
+    # Building the section with this one value runs that check while the layer
+    # the value came from is still known, so the error can name it.
+    SECTIONS[section](**{field_name(key): value})
+
+
+def _warn_unknown_section(name: str, value: Any, source: str) -> None:
+    if isinstance(value, Mapping):
+        hint = did_you_mean(name, [*SECTIONS, PLUGINS_SECTION, CC_SECTION])
+        logger.warning("%s: unknown section [%s] ignored%s", source, name, hint)
+        return
+
+    # A key above every section header, such as `tempo = 100` written before [run].
+    owners = _sections_with_key(name)
+    hint = f"; did you mean to write it under [{owners[0]}]?" if owners else f"; settings belong in a section: {', '.join(f'[{section}]' for section in SECTIONS)}"
+    logger.warning("%s: setting %r outside any section ignored%s", source, name, hint)
+
+
+def _sections_with_key(key: str) -> list[str]:
+    return [section for section in SECTIONS if any(spec.key == key for spec in specs(section))]
 
 
 def _merge_plugin_tables(tables: Any, source: str, plugin_values: dict, plugin_sources: dict) -> None:

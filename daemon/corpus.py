@@ -50,11 +50,13 @@ def read_corpus(paths: Sequence[str | Path], from_track: int | None = None, from
                 pieces.append(read_midi_file(file, from_track, from_channel, name=name))
                 midi_files_read += 1
             except MidiFileError as error:
-                log.warning("skipped %s", error)
+                # The error's message starts with the file's path, then gives the problem.
+                log.warning("skipped MIDI file %s", error)
                 midi_files_skipped += 1
 
     if midi_files_read or midi_files_skipped:
         log.info("read %d MIDI files, skipped %d that could not be read", midi_files_read, midi_files_skipped)
     if not pieces:
-        raise CorpusError(f"no readable piece in {', '.join(str(path) for path in paths)}")
+        skipped = f": all {midi_files_skipped} MIDI files were skipped, each for the reason logged above" if midi_files_skipped else ""
+        raise CorpusError(f"no readable piece in {', '.join(str(path) for path in paths)}{skipped}")
     return pieces

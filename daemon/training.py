@@ -99,11 +99,25 @@ def unique_names(pieces: Sequence[Piece]) -> list[Piece]:
     return list(pieces)
 
 
+def usable_pieces(pieces: Sequence[Piece]) -> list[Piece]:
+    """Return the pieces with at least two notes, the least a training target needs; warn about each other one."""
+    usable = []
+    for piece in pieces:
+        if len(piece.notes) >= 2:
+            usable.append(piece)
+        else:
+            log.warning("skipped piece %s: it has %d note(s), training needs at least two", piece.source or piece.name, len(piece.notes))
+
+    if not usable:
+        raise CorpusError(f"none of the corpus's {len(pieces)} pieces has at least two notes, so there is nothing to train on")
+    if len(usable) < len(pieces):
+        log.info("training on %d of %d pieces, skipped %d with fewer than two notes", len(usable), len(pieces), len(pieces) - len(usable))
+    return usable
+
+
 def prepare_corpus(pieces: Sequence[Piece], settings: TrainingSettings) -> PreparedCorpus:
     """Tokenize the pieces, split them and build the vocabulary from the transposed training pieces."""
-    pieces = unique_names([piece for piece in pieces if len(piece.notes) >= 2])
-    if not pieces:
-        raise CorpusError("the corpus contains no piece with at least two notes")
+    pieces = unique_names(usable_pieces(pieces))
     training_pieces, validation_pieces = split_pieces(pieces, settings.validation_share, settings.seed)
 
     training = {piece.name: tokenize_notes(piece.notes, settings.encoding) for piece in training_pieces}
