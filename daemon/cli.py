@@ -301,7 +301,7 @@ def _generate_command(args: argparse.Namespace) -> int:
     from sideman.bundle import load_bundle
     from sideman.improviser import Improviser
     from sideman.registry import all_plugins, load_all
-    from sideman.render import render, write_midi
+    from sideman.render import render, write_midi_bytes
     from sideman.sampling import build_chain
     from sideman.seeding import apply_seeder, build_seeder
 
@@ -317,7 +317,7 @@ def _generate_command(args: argparse.Namespace) -> int:
 
     rendering = render(improviser, args.notes, settings.run.tempo, settings.run.gate, settings.run.velocity, settings.run.channel - 1)
     try:
-        write_midi(rendering.midi, args.out)
+        write_midi_bytes(rendering.midi_bytes, args.out)
     except OSError as error:
         raise SidemanError(f"writing {args.out} failed: {error.strerror or error}") from error
     logger.info("wrote %d notes and %d rests to %s (model %s, seed %d, sampler %s)",

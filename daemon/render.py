@@ -5,6 +5,8 @@ names that change between runs), so the same command writes the same bytes.
 Playing settings are checked here for both rendering and the live engine.
 """
 
+import bisect
+import io
 import logging
 import math
 from dataclasses import dataclass
@@ -16,13 +18,13 @@ from .encoding import Token
 from .errors import SettingsError, SidemanError
 from .improviser import Improviser
 from .outfiles import replacing
+from .smf import MAX_TICKS_PER_BEAT, NOTE_OFF, NOTE_ON, NoteEvent, encode_type0_file, tempo_from_bpm
 from .tempo import validate_tempo
 
 log = logging.getLogger(__name__)
 
 # Ticks per beat in written files: 480 puts every step of the 12-step grid on a whole tick (40 ticks a step).
 TICKS_PER_BEAT = 480
-MAX_TICKS_PER_BEAT = 0x7FFF  # the MIDI header's 15-bit division
 
 # Gate is the fraction of a note's duration that it sounds. Above 1 the note
 # overlaps the next one (legato); a repeated pitch is still released first.
@@ -57,15 +59,20 @@ def validate_channel(channel: int) -> int:
 
 @dataclass
 class Rendering:
-    """A rendered line: the MIDI file and every token drawn for it, rests included, in order."""
+    """A rendered line: the bytes of its MIDI file and every token drawn for it, rests included, in order."""
 
-    midi: mido.MidiFile
+    midi_bytes: bytes
     indices: list[int]
     tokens: list[Token]
 
     @property
     def notes(self) -> list[Token]:
         return [token for token in self.tokens if token.pitch is not None]
+
+    @property
+    def midi(self) -> mido.MidiFile:
+        """The file as mido reads it, for callers that inspect its messages. mido parses the bytes again on every access."""
+        return mido.MidiFile(file=io.BytesIO(self.midi_bytes))
 
 
 def draw_notes(improviser: Improviser, notes: int) -> list[int]:
@@ -96,12 +103,13 @@ def draw_notes(improviser: Improviser, notes: int) -> list[int]:
     return indices
 
 
-def tokens_to_midi(tokens: list[Token], steps_per_beat: int, tempo: float, gate: float, velocity: int, channel: int) -> mido.MidiFile:
-    """Write tokens as a type 0 MIDI file: a tempo meta event, then note_on/note_off pairs.
+def tokens_to_midi_bytes(tokens: list[Token], steps_per_beat: int, tempo: float, gate: float, velocity: int, channel: int) -> bytes:
+    """Encode tokens as a type 0 MIDI file: a set_tempo meta event, then note_on/note_off pairs.
 
     Each note sounds for `gate` times its duration, at least one tick.
     Rests become silence. A note still sounding when the same pitch starts
-    again is released at that onset.
+    again is released at that onset. The bytes equal what mido 1.3 saves for
+    the same messages, running status included.
     """
     tempo = validate_tempo(tempo)
     gate = validate_gate(gate)
@@ -111,40 +119,59 @@ def tokens_to_midi(tokens: list[Token], steps_per_beat: int, tempo: float, gate:
     ticks_per_beat = math.lcm(TICKS_PER_BEAT, steps_per_beat)
     if ticks_per_beat > MAX_TICKS_PER_BEAT:
         raise SettingsError(f"a grid of {steps_per_beat} steps per beat needs {ticks_per_beat} ticks per beat, more than the MIDI file header allows ({MAX_TICKS_PER_BEAT})")
-    ticks_per_step = ticks_per_beat // steps_per_beat
 
-    # (tick, message) in time order; pending note_offs by pitch until their tick comes.
-    events: list[tuple[int, mido.Message]] = []
-    pending_offs: dict[int, int] = {}
+    events = _note_events(tokens, ticks_per_beat // steps_per_beat, gate, velocity, channel)
+    return encode_type0_file(ticks_per_beat, tempo_from_bpm(tempo), events)
+
+
+def _note_events(tokens: list[Token], ticks_per_step: int, gate: float, velocity: int, channel: int) -> list[NoteEvent]:
+    """List the note_on and note_off events of `tokens` in time order, in absolute ticks.
+
+    At one tick the note_offs come before the note_on, in pitch order,
+    except that a note cut short by its pitch starting again comes last.
+    """
+    note_on = NOTE_ON | channel
+    note_off = NOTE_OFF | channel
+
+    events: list[NoteEvent] = []
+    # (tick, pitch) of each sounding note's note_off, in time order. A gate
+    # above 1 keeps several notes sounding at once.
+    pending_offs: list[tuple[int, int]] = []
     onset = 0
     for token in tokens:
         length = token.steps * ticks_per_step
-        if token.pitch is not None:
-            _release_due(pending_offs, onset, events, channel, token.pitch)
-            events.append((onset, mido.Message("note_on", channel=channel, note=token.pitch, velocity=velocity)))
-            pending_offs[token.pitch] = onset + max(1, round(gate * length))
+        pitch = token.pitch
+        if pitch is not None:
+            if pending_offs:
+                _release_due(pending_offs, onset, pitch, events, note_off)
+            events.append((onset, note_on, pitch, velocity))
+            bisect.insort(pending_offs, (onset + max(1, round(gate * length)), pitch))
         onset += length
-    _release_due(pending_offs, math.inf, events, channel, None)
 
-    track = mido.MidiTrack()
-    track.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo), time=0))
-    previous = 0
-    for tick, message in events:
-        track.append(message.copy(time=tick - previous))
-        previous = tick
-    return mido.MidiFile(type=0, ticks_per_beat=ticks_per_beat, tracks=[track])
+    events.extend((tick, note_off, pitch, 0) for tick, pitch in pending_offs)
+    return events
 
 
-def _release_due(pending_offs: dict[int, int], until: float, events: list, channel: int, repeated_pitch: int | None) -> None:
-    """Append the note_offs due by `until`, in time order, and cut `repeated_pitch` short at `until`."""
-    due = sorted((tick, pitch) for pitch, tick in pending_offs.items() if tick <= until or pitch == repeated_pitch)
-    for tick, pitch in due:
-        del pending_offs[pitch]
-        events.append((int(min(tick, until)), mido.Message("note_off", channel=channel, note=pitch, velocity=0)))
+def _release_due(pending_offs: list[tuple[int, int]], onset: int, pitch: int, events: list[NoteEvent], note_off: int) -> None:
+    """Move the note_offs due by `onset` from `pending_offs` to `events`, and cut a sounding `pitch` short at `onset`."""
+    due = 0
+    for tick, sounding_pitch in pending_offs:
+        if tick > onset:
+            break
+        events.append((tick, note_off, sounding_pitch, 0))
+        due += 1
+    del pending_offs[:due]
+
+    # The same pitch starting again releases the one still sounding first.
+    for index, (_, sounding_pitch) in enumerate(pending_offs):
+        if sounding_pitch == pitch:
+            del pending_offs[index]
+            events.append((onset, note_off, pitch, 0))
+            break
 
 
 def render(improviser: Improviser, notes: int, tempo: float, gate: float, velocity: int, channel: int) -> Rendering:
-    """Draw exactly `notes` notes from the improviser's current state and write them as a MIDI file.
+    """Draw exactly `notes` notes from the improviser's current state and encode them as a MIDI file.
 
     `channel` is 0-15. The same model, state, seed and settings give the same file byte for byte.
     """
@@ -155,12 +182,19 @@ def render(improviser: Improviser, notes: int, tempo: float, gate: float, veloci
 
     indices = draw_notes(improviser, notes)
     tokens = [improviser.token(index) for index in indices]
-    midi = tokens_to_midi(tokens, improviser.steps_per_beat, tempo, gate, velocity, channel)
-    return Rendering(midi, indices, tokens)
+    midi_bytes = tokens_to_midi_bytes(tokens, improviser.steps_per_beat, tempo, gate, velocity, channel)
+    return Rendering(midi_bytes, indices, tokens)
 
 
 def write_midi(midi: mido.MidiFile, path: str | Path) -> None:
     """Save `midi` to `path` through a temporary file beside it, so a failed write leaves the old file whole."""
     with replacing(path, "MIDI file") as file:
         midi.save(file=file)
+    log.debug("wrote %s", path)
+
+
+def write_midi_bytes(midi_bytes: bytes, path: str | Path) -> None:
+    """Save the bytes of a MIDI file to `path` through a temporary file beside it, so a failed write leaves the old file whole."""
+    with replacing(path, "MIDI file") as file:
+        file.write(midi_bytes)
     log.debug("wrote %s", path)

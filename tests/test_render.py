@@ -1,13 +1,15 @@
 import io
+import math
 
 import mido
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from sideman.encoding import Token
 from sideman.errors import InvalidInputError, SettingsError, SidemanError
 from sideman.improviser import Improviser
 from sideman.plugins.samplers import Temperature
-from sideman.render import MAX_RESTS_IN_A_ROW, render, tokens_to_midi, write_midi
+from sideman.render import MAX_GATE, MAX_RESTS_IN_A_ROW, MIN_GATE, render, tokens_to_midi_bytes, write_midi, write_midi_bytes
 from sideman.sampling import SamplerChain
 from sideman.vocabulary import Vocabulary
 from tests.factories import random_bundle
@@ -19,10 +21,64 @@ def make_improviser(seed: int, bundle=BUNDLE) -> Improviser:
     return Improviser(bundle, SamplerChain([], Temperature()), seed)
 
 
-def midi_bytes(midi: mido.MidiFile) -> bytes:
+def saved_by_mido(midi: mido.MidiFile) -> bytes:
     buffer = io.BytesIO()
     midi.save(file=buffer)
     return buffer.getvalue()
+
+
+def read_midi(midi_bytes: bytes) -> mido.MidiFile:
+    return mido.MidiFile(file=io.BytesIO(midi_bytes))
+
+
+def tokens_to_midi_with_mido(tokens: list[Token], steps_per_beat: int, tempo: float, gate: float, velocity: int, channel: int) -> bytes:
+    """Build the file from mido messages and save it with mido, as the reference for tokens_to_midi_bytes.
+
+    Each note sounds for `gate` times its duration, at least one tick. A note
+    still sounding when its pitch starts again is released at that onset.
+    At one tick, note_offs come first, ordered by the tick they were due at
+    and then by pitch.
+    """
+    ticks_per_beat = math.lcm(480, steps_per_beat)
+    ticks_per_step = ticks_per_beat // steps_per_beat
+
+    events = []
+    pending_offs: dict[int, int] = {}
+
+    def release_due(until: float, repeated_pitch: int | None) -> None:
+        due = sorted((tick, pitch) for pitch, tick in pending_offs.items() if tick <= until or pitch == repeated_pitch)
+        for tick, pitch in due:
+            del pending_offs[pitch]
+            events.append((int(min(tick, until)), mido.Message("note_off", channel=channel, note=pitch, velocity=0)))
+
+    onset = 0
+    for token in tokens:
+        length = token.steps * ticks_per_step
+        if token.pitch is not None:
+            release_due(onset, token.pitch)
+            events.append((onset, mido.Message("note_on", channel=channel, note=token.pitch, velocity=velocity)))
+            pending_offs[token.pitch] = onset + max(1, round(gate * length))
+        onset += length
+    release_due(math.inf, None)
+
+    track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo), time=0)])
+    previous = 0
+    for tick, message in events:
+        track.append(message.copy(time=tick - previous))
+        previous = tick
+    return saved_by_mido(mido.MidiFile(type=0, ticks_per_beat=ticks_per_beat, tracks=[track]))
+
+
+@st.composite
+def token_lines(draw):
+    """Token lines with rests, repeated pitches, short and very long notes, for grids of several sizes."""
+    pitches = draw(st.lists(st.integers(0, 127), min_size=1, max_size=4))
+    pitch = st.one_of(st.none(), st.sampled_from(pitches), st.sampled_from(pitches))
+    # Up to 5000 steps of a 1-step-per-beat grid is 2.4 million ticks, so delta times take 1 to 4 bytes.
+    steps = st.one_of(st.integers(1, 24), st.integers(25, 5000))
+    tokens = draw(st.lists(st.builds(Token, pitch, steps), max_size=60))
+    steps_per_beat = draw(st.sampled_from([1, 2, 3, 4, 7, 9, 12, 24]))
+    return tokens, steps_per_beat
 
 
 def absolute_events(midi: mido.MidiFile) -> list[tuple[int, mido.Message]]:
@@ -56,22 +112,22 @@ def test_render_same_seed_same_bytes():
     first = render(make_improviser(11), notes=100, tempo=97.0, gate=0.8, velocity=70, channel=4)
     second = render(make_improviser(11), notes=100, tempo=97.0, gate=0.8, velocity=70, channel=4)
 
-    assert midi_bytes(first.midi) == midi_bytes(second.midi)
+    assert first.midi_bytes == second.midi_bytes
 
 
 def test_render_other_seed_other_bytes():
     first = render(make_improviser(11), notes=100, tempo=120.0, gate=0.9, velocity=90, channel=0)
     second = render(make_improviser(12), notes=100, tempo=120.0, gate=0.9, velocity=90, channel=0)
 
-    assert midi_bytes(first.midi) != midi_bytes(second.midi)
+    assert first.midi_bytes != second.midi_bytes
 
 
 def test_render_written_file_same_bytes(tmp_path):
     first_path = tmp_path / "first.mid"
     second_path = tmp_path / "second.mid"
 
-    write_midi(render(make_improviser(5), 64, 120.0, 0.9, 90, 0).midi, first_path)
-    write_midi(render(make_improviser(5), 64, 120.0, 0.9, 90, 0).midi, second_path)
+    write_midi_bytes(render(make_improviser(5), 64, 120.0, 0.9, 90, 0).midi_bytes, first_path)
+    write_midi_bytes(render(make_improviser(5), 64, 120.0, 0.9, 90, 0).midi_bytes, second_path)
 
     assert first_path.read_bytes() == second_path.read_bytes()
 
@@ -107,10 +163,10 @@ def test_render_timing_on_grid_with_gate():
     assert {message.velocity for _, message in events if message.type == "note_on"} == {77}
 
 
-def test_tokens_to_midi_gate_one_releases_before_repeat():
+def test_tokens_to_midi_bytes_gate_one_releases_before_repeat():
     tokens = [Token(60, 12), Token(60, 6), Token(62, 6)]
 
-    midi = tokens_to_midi(tokens, 12, 120.0, 1.0, 90, 0)
+    midi = read_midi(tokens_to_midi_bytes(tokens, 12, 120.0, 1.0, 90, 0))
 
     notes = [(tick, message.type, message.note) for tick, message in absolute_events(midi) if not message.is_meta]
     assert notes == [
@@ -123,10 +179,10 @@ def test_tokens_to_midi_gate_one_releases_before_repeat():
     ]
 
 
-def test_tokens_to_midi_overlap_cuts_repeated_pitch():
+def test_tokens_to_midi_bytes_overlap_cuts_repeated_pitch():
     tokens = [Token(60, 12), Token(62, 12), Token(60, 12)]
 
-    midi = tokens_to_midi(tokens, 12, 120.0, 2.0, 90, 0)
+    midi = read_midi(tokens_to_midi_bytes(tokens, 12, 120.0, 2.0, 90, 0))
 
     notes = [(tick, message.type, message.note) for tick, message in absolute_events(midi) if not message.is_meta]
     assert notes == [
@@ -139,21 +195,105 @@ def test_tokens_to_midi_overlap_cuts_repeated_pitch():
     ]
 
 
-def test_tokens_to_midi_rest_is_silence():
+def test_tokens_to_midi_bytes_offs_at_one_tick():
+    # With gate 2, 64 and 62 both end at tick 960. When 60 starts again at
+    # 1920, 67 ends there as due and the first 60, due at 2160, is cut short.
+    tokens = [Token(64, 12), Token(62, 6), Token(60, 18), Token(67, 6), Token(65, 6), Token(60, 6)]
+
+    midi_bytes = tokens_to_midi_bytes(tokens, 12, 120.0, 2.0, 90, 0)
+
+    notes = [(tick, message.type, message.note) for tick, message in absolute_events(read_midi(midi_bytes)) if not message.is_meta]
+    assert notes == [
+        (0, "note_on", 64),
+        (480, "note_on", 62),
+        (720, "note_on", 60),
+        (960, "note_off", 62),
+        (960, "note_off", 64),
+        (1440, "note_on", 67),
+        (1680, "note_on", 65),
+        (1920, "note_off", 67),
+        (1920, "note_off", 60),
+        (1920, "note_on", 60),
+        (2160, "note_off", 65),
+        (2400, "note_off", 60),
+    ]
+    assert midi_bytes == tokens_to_midi_with_mido(tokens, 12, 120.0, 2.0, 90, 0)
+
+
+def test_tokens_to_midi_bytes_rest_is_silence():
     tokens = [Token(None, 24), Token(64, 12)]
 
-    midi = tokens_to_midi(tokens, 12, 120.0, 0.5, 90, 0)
+    midi = read_midi(tokens_to_midi_bytes(tokens, 12, 120.0, 0.5, 90, 0))
 
     notes = [(tick, message.type) for tick, message in absolute_events(midi) if not message.is_meta]
     assert notes == [(960, "note_on"), (1200, "note_off")]
 
 
-def test_tokens_to_midi_grid_not_dividing_480():
-    midi = tokens_to_midi([Token(60, 7), Token(61, 7)], 7, 120.0, 1.0, 90, 0)
+def test_tokens_to_midi_bytes_grid_not_dividing_480():
+    midi = read_midi(tokens_to_midi_bytes([Token(60, 7), Token(61, 7)], 7, 120.0, 1.0, 90, 0))
 
     assert midi.ticks_per_beat % 7 == 0
     onsets = [tick for tick, message in absolute_events(midi) if message.type == "note_on"]
     assert onsets == [0, midi.ticks_per_beat]
+
+
+def test_tokens_to_midi_bytes_grid_too_fine_raises():
+    # 1001 steps per beat needs lcm(480, 1001) = 480480 ticks per beat.
+    with pytest.raises(SettingsError, match="1001 steps per beat needs 480480 ticks per beat"):
+        tokens_to_midi_bytes([Token(60, 1)], 1001, 120.0, 1.0, 90, 0)
+
+
+@pytest.mark.parametrize("tokens", [[], [Token(None, 12), Token(None, 24)]], ids=["empty", "rests only"])
+def test_tokens_to_midi_bytes_without_notes(tokens):
+    midi_bytes = tokens_to_midi_bytes(tokens, 12, 120.0, 0.9, 90, 0)
+
+    assert midi_bytes == tokens_to_midi_with_mido(tokens, 12, 120.0, 0.9, 90, 0)
+    assert [message.type for message in read_midi(midi_bytes).tracks[0]] == ["set_tempo", "end_of_track"]
+
+
+GATES = st.one_of(st.floats(0.05, 1.0), st.floats(MIN_GATE, MAX_GATE))
+
+
+@settings(max_examples=300, deadline=None)
+@given(token_lines(), st.floats(20.0, 400.0), GATES, st.integers(1, 127), st.integers(0, 15))
+def test_tokens_to_midi_bytes_matches_mido(line, tempo, gate, velocity, channel):
+    tokens, steps_per_beat = line
+
+    midi_bytes = tokens_to_midi_bytes(tokens, steps_per_beat, tempo, gate, velocity, channel)
+
+    assert midi_bytes == tokens_to_midi_with_mido(tokens, steps_per_beat, tempo, gate, velocity, channel)
+
+
+@settings(max_examples=100, deadline=None)
+@given(token_lines(), st.floats(20.0, 400.0), GATES, st.integers(1, 127), st.integers(0, 15))
+def test_tokens_to_midi_bytes_reads_back_same_notes(line, tempo, gate, velocity, channel):
+    tokens, steps_per_beat = line
+
+    midi = read_midi(tokens_to_midi_bytes(tokens, steps_per_beat, tempo, gate, velocity, channel))
+
+    ticks_per_step = midi.ticks_per_beat // steps_per_beat
+    expected_onsets = []
+    onset = 0
+    for token in tokens:
+        if token.pitch is not None:
+            expected_onsets.append((onset, token.pitch))
+        onset += token.steps * ticks_per_step
+    events = absolute_events(midi)
+    note_ons = [(tick, message.note) for tick, message in events if message.type == "note_on"]
+    note_offs = [message for _, message in events if message.type == "note_off"]
+    assert midi.type == 0
+    assert midi.ticks_per_beat == math.lcm(480, steps_per_beat)
+    assert [message.tempo for _, message in events if message.type == "set_tempo"] == [mido.bpm2tempo(tempo)]
+    assert note_ons == expected_onsets
+    assert len(note_offs) == len(note_ons)
+    assert {message.channel for _, message in events if not message.is_meta} <= {channel}
+    assert {message.velocity for _, message in events if message.type == "note_on"} <= {velocity}
+    assert all(a[0] <= b[0] for a, b in zip(events, events[1:])), "events are in time order"
+
+    # Each pitch alternates note_on and note_off, so a repeated pitch is released before it starts again.
+    for pitch in {pitch for _, pitch in note_ons}:
+        kinds = [message.type for _, message in events if not message.is_meta and message.note == pitch]
+        assert kinds == ["note_on", "note_off"] * (len(kinds) // 2)
 
 
 @pytest.mark.parametrize(
@@ -188,7 +328,36 @@ def test_render_only_rests_raises():
         render(make_improviser(0, bundle), notes=1, tempo=120.0, gate=0.9, velocity=90, channel=0)
 
 
-def test_write_midi_replaces_file_without_leftovers(tmp_path):
+def test_rendering_midi_is_parsed_bytes():
+    rendering = render(make_improviser(8), 20, 120.0, 0.9, 90, 0)
+
+    midi = rendering.midi
+
+    assert sum(message.type == "note_on" for message in midi.tracks[0]) == 20
+    assert saved_by_mido(midi) == rendering.midi_bytes
+
+
+def test_write_midi_bytes_replaces_file_without_leftovers(tmp_path):
+    path = tmp_path / "line.mid"
+    path.write_bytes(b"old")
+    rendering = render(make_improviser(8), 20, 120.0, 0.9, 90, 0)
+
+    write_midi_bytes(rendering.midi_bytes, path)
+
+    assert sorted(item.name for item in tmp_path.iterdir()) == ["line.mid"]
+    assert path.read_bytes() == rendering.midi_bytes
+    reread = mido.MidiFile(path)
+    assert sum(message.type == "note_on" for message in reread.tracks[0]) == 20
+
+
+def test_write_midi_bytes_missing_folder_raises(tmp_path):
+    rendering = render(make_improviser(8), 5, 120.0, 0.9, 90, 0)
+
+    with pytest.raises(InvalidInputError, match="folder .*missing not found"):
+        write_midi_bytes(rendering.midi_bytes, tmp_path / "missing" / "line.mid")
+
+
+def test_write_midi_saves_mido_file(tmp_path):
     path = tmp_path / "line.mid"
     path.write_bytes(b"old")
     rendering = render(make_improviser(8), 20, 120.0, 0.9, 90, 0)
@@ -196,9 +365,7 @@ def test_write_midi_replaces_file_without_leftovers(tmp_path):
     write_midi(rendering.midi, path)
 
     assert sorted(item.name for item in tmp_path.iterdir()) == ["line.mid"]
-    assert path.read_bytes() == midi_bytes(rendering.midi)
-    reread = mido.MidiFile(path)
-    assert sum(message.type == "note_on" for message in reread.tracks[0]) == 20
+    assert path.read_bytes() == rendering.midi_bytes
 
 
 def test_write_midi_missing_folder_raises(tmp_path):
