@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
 
 from sideman.config.schema import Settings
 
-from .errors import SettingsError, SidemanError
+from .errors import MidiSystemError, SettingsError, SidemanError
 from .outfiles import check_output_path
 
 if TYPE_CHECKING:
@@ -97,15 +97,16 @@ def run_daemon(
     shutdown_requested = threading.Event()
     reload_requested = threading.Event()
     with shutdown_signals(shutdown_requested, reload_requested), ExitStack() as resources:
-        engine, output = _create_engine(settings, samplers, seeders, improviser, seeder, options, resources)
+        engine, outputs = _create_engine(settings, samplers, seeders, improviser, seeder, options, resources)
+        output = outputs[0]
         # OSC listens before the first note, so a port in use stops start-up in silence.
         _start_osc(settings, engine, samplers, seeders, resources)
         engine.start_thread()
         # Registered last, so it runs first: the notes are released before
         # the OSC server is closed, whatever state that server is in.
         resources.callback(engine.shutdown, SHUTDOWN_TIMEOUT)
-        if settings.midi.listen:
-            _open_midi_input(settings, engine, output, cc_map, resources)
+        inputs = _open_midi_input(settings, engine, output, cc_map, resources) if settings.midi.listen else []
+        _keep_ports(outputs, inputs, resources)
         logger.info("sideman is running; stop it with Ctrl-C or SIGTERM, reload the settings with SIGHUP")
         reloader = _Reloader(settings, load_settings, engine, reload_requested)
         _wait_for_end(shutdown_requested, engine, options.duration, reloader)
@@ -177,7 +178,7 @@ def _check_input_use(settings: Settings, seeder: "Seeder", cc_map: "CcMap") -> N
 
 def _create_engine(
     settings: Settings, samplers: dict[str, type], seeders: dict[str, type], improviser: "Improviser", seeder: "Seeder", options: RunOptions, resources: ExitStack,
-) -> tuple["Engine", "SharedOutput"]:
+) -> tuple["Engine", list["SharedOutput"]]:
     """Open the MIDI output and create the engine, not yet started; register their shutdown on `resources`.
 
     `resources` closes in reverse order: the engine releases its notes and
@@ -193,10 +194,11 @@ def _create_engine(
     from .sharedoutput import SharedOutput
 
     port = open_output(settings.midi.backend, connect_to=settings.midi.out or None, client_name="sideman", port_name="out")
-    resources.callback(port.close)
     clock = MonotonicClock()
     # The engine and the MIDI input (thru) both send, and the input recognises our own notes by what was sent.
     output = SharedOutput(port, clock)
+    # The port keeper may have replaced the port by then: close the current one.
+    resources.callback(lambda: output.port.close())
     clock_output = _open_clock_output(settings, output, resources)
 
     recorder = Recorder(options.record) if options.record is not None else None
@@ -237,7 +239,8 @@ def _create_engine(
         ),
     )
     resources.callback(engine.shutdown, SHUTDOWN_TIMEOUT)
-    return engine, output
+    outputs = [output] if clock_output is output else [output, clock_output]
+    return engine, outputs
 
 
 def _clock_follower(settings: Settings) -> "ClockFollower | None":
@@ -252,18 +255,19 @@ def _clock_follower(settings: Settings) -> "ClockFollower | None":
     return ClockFollower(beats_per_bar(settings.run.meter), settings.run.sync_autostart, fallback_bpm=settings.run.tempo)
 
 
-def _open_clock_output(settings: Settings, output: "SharedOutput", resources: ExitStack) -> "MessageOutput":
+def _open_clock_output(settings: Settings, output: "SharedOutput", resources: ExitStack) -> "SharedOutput":
     """Return where MIDI clock goes as clock master (now or after /sideman/sync master): the output port, or a port of its own with --clock-out."""
     from .midiport import open_output
+    from .sharedoutput import SharedOutput
 
     if not settings.midi.clock_out:
         if settings.run.sync == "master":
             logger.info("clock master: MIDI clock goes out with the notes on %s", output.name)
         return output
 
-    clock_port = open_output(settings.midi.backend, connect_to=settings.midi.clock_out, client_name="sideman-clock", port_name="out")
-    resources.callback(clock_port.close)
-    logger.info("MIDI clock goes to %s whenever sync is master", clock_port.connected_to)
+    clock_port = SharedOutput(open_output(settings.midi.backend, connect_to=settings.midi.clock_out, client_name="sideman-clock", port_name="out"), output.clock)
+    resources.callback(lambda: clock_port.port.close())
+    logger.info("MIDI clock goes to %s whenever sync is master", clock_port.port.connected_to)
     return clock_port
 
 
@@ -284,21 +288,66 @@ def _link_factory(settings: Settings) -> "Callable[[float, float], Any] | None":
     return join
 
 
-def _open_midi_input(settings: Settings, engine: "Engine", output: "SharedOutput", cc_map: "CcMap", resources: ExitStack) -> None:
-    """Open the MIDI input with a router that feeds the engine; registered last on `resources`, it closes first."""
+def _open_midi_input(settings: Settings, engine: "Engine", output: "SharedOutput", cc_map: "CcMap", resources: ExitStack) -> list["KeptInput"]:
+    """Open the MIDI inputs with a router that feeds the engine; registered last on `resources`, they close first."""
     from .inputrouter import InputRouter
     from .midiinput import open_input
+    from .portkeeper import KeptInput
 
     if sys.platform == "win32" and settings.midi.backend in ("auto", "winmm") and not settings.midi.input:
         logger.warning("no MIDI input: Windows has no virtual MIDI ports; name one with --midi-in NAME (a loopMIDI port) for live notes and CC control")
-        return
+        return []
 
     router = InputRouter(engine, output, output.clock, cc_map)
-    midi_input = open_input(settings.midi.backend, connect_to=settings.midi.input or None, client_name="sideman-in", port_name="in", on_message=router)
-    resources.callback(midi_input.close)
-    if settings.midi.clock_in:
-        clock_input = open_input(settings.midi.backend, connect_to=settings.midi.clock_in, client_name="sideman-clock-in", port_name="in", on_message=router)
-        resources.callback(clock_input.close)
+    inputs = []
+    for client_name, connect_to in (("sideman-in", settings.midi.input), ("sideman-clock-in", settings.midi.clock_in)):
+        if client_name == "sideman-clock-in" and not connect_to:
+            continue
+        midi_input = open_input(settings.midi.backend, connect_to=connect_to or None, client_name=client_name, port_name="in", on_message=router)
+
+        def reopen(backend: str = midi_input.backend, client_name: str = client_name) -> Any:
+            # A virtual port: the port keeper connects it to its source again.
+            return open_input(backend, client_name=client_name, port_name="in", on_message=router)
+
+        kept = KeptInput(midi_input, reopen)
+        resources.callback(kept.close)
+        inputs.append(kept)
+    return inputs
+
+
+def _keep_ports(outputs: list["SharedOutput"], inputs: list["KeptInput"], resources: ExitStack) -> None:
+    """Under JACK, start the port keeper: it restores lost connections and reopens the ports after a server restart."""
+    from .midiport import open_output
+    from .portkeeper import KeptConnection, KeptOutput, PortKeeper
+
+    if any(getattr(shared.port, "backend", None) != "jack" for shared in outputs):
+        return
+
+    endpoints: list[Any] = []
+    connections = []
+    for shared in outputs:
+        port = shared.port
+        client_name, port_name = port.name.split(":", 1)
+
+        def reopen(client_name: str = client_name, port_name: str = port_name) -> Any:
+            return open_output("jack", client_name=client_name, port_name=port_name)
+
+        endpoints.append(KeptOutput(shared, reopen))
+        if port.connected_to:
+            # When the synth goes away, the notes sounding on it are released wherever else the port reaches.
+            connections.append(KeptConnection(port.name, port.connected_to, on_missing=shared.release_sounding))
+    for kept in inputs:
+        endpoints.append(kept)
+        if kept.connected_to:
+            connections.append(KeptConnection(kept.connected_to, kept.name))
+
+    keeper = PortKeeper(endpoints, connections)
+    try:
+        keeper.start()
+    except MidiSystemError as error:
+        logger.warning("lost MIDI ports will not be reopened: %s", error)
+        return
+    resources.callback(keeper.close)
 
 
 def _start_osc(settings: Settings, engine: "Engine", samplers: dict[str, type], seeders: dict[str, type], resources: ExitStack) -> None:

@@ -368,6 +368,8 @@ class Engine:
             "live_notes_ignored": self._live_notes_ignored,
             # Notes of sideman's that came back into its input through a routing loop.
             "echoes_ignored": int(getattr(self._output, "echoes", 0)),
+            # Messages dropped while the output port was lost (a JACK restart) or because a send failed.
+            "output_dropped": int(getattr(self._output, "dropped", 0)),
             # Start beat and length in beats of the latest answer; -1 when none, length 0 when open-ended.
             "answer_beat": float(last_answer[0]) if last_answer else -1.0,
             "answer_beats": float(last_answer[1] or 0.0) if last_answer else -1.0,

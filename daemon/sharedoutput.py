@@ -9,7 +9,14 @@ Two threads send: the engine's (sideman's notes) and the MIDI input's
 - the notes sent in the last moments, so that the MIDI input can tell
   sideman's own notes coming back through a routing loop from the
   musician's (`is_echo`).
+
+The port behind it can go away (sideman.portkeeper): while it is lost,
+messages are dropped and counted, and `replace_port` puts a reopened one in
+its place. A send that fails is dropped and counted too, never raised into
+the engine's thread.
 """
+
+import logging
 
 import threading
 from collections import deque
@@ -17,7 +24,13 @@ from collections import deque
 import mido
 
 from .clock import Clock
+from .errors import MidiSystemError
 
+log = logging.getLogger(__name__)
+
+ALL_NOTES_OFF = 123  # MIDI control change number
+# Seconds between two warnings about failed sends; the failures in between are counted.
+SEND_FAILURE_WARNING_INTERVAL = 10.0
 # A note that comes back into the input within this many seconds of being
 # sent, with the same channel and pitch, is our own. JACK delivers a looped
 # message one or two periods later (1.3 ms each at 64 frames, 48 kHz).
@@ -40,6 +53,10 @@ class SharedOutput:
         self._sent: deque[tuple[float, float, tuple[int, ...]]] = deque(maxlen=SENT_REMEMBERED)
         self._sounding: set[tuple[int, int]] = set()  # (channel, pitch)
         self.echoes = 0
+        self._lost = False
+        self.dropped = 0  # messages dropped while the port was lost or because sending failed
+        self._failures_unreported = 0
+        self._failure_warned_at: float | None = None
 
     @property
     def clock(self) -> Clock:
@@ -59,7 +76,7 @@ class SharedOutput:
             if _is_note(message):
                 self._send_note(message, self._echo_window if echo_window is None else echo_window)
             else:
-                self._output.send(message)
+                self._send_bytes(message)
 
     def all_notes_off(self, channel: int) -> None:
         """Send a note_off for every note sounding on `channel` (0-15), then All Notes Off (CC 123)."""
@@ -67,7 +84,39 @@ class SharedOutput:
             for sounding_channel, pitch in sorted(self._sounding):
                 if sounding_channel == channel:
                     self._send_note(mido.Message("note_off", channel=channel, note=pitch, velocity=0), self._echo_window)
-            self._output.all_notes_off(channel)
+            self._send_bytes(mido.Message("control_change", channel=channel, control=ALL_NOTES_OFF, value=0))
+
+    def release_sounding(self) -> int:
+        """Send a note_off for every sounding note on every channel, as far as the port still reaches; return how many."""
+        with self._lock:
+            notes = sorted(self._sounding)
+            for channel, pitch in notes:
+                self._send_note(mido.Message("note_off", channel=channel, note=pitch, velocity=0), self._echo_window)
+        return len(notes)
+
+    def port_lost(self) -> object:
+        """Stop sending to the port, which went away: messages are dropped and counted until `replace_port`. Return the old port."""
+        with self._lock:
+            self._lost = True
+            self._sounding.clear()
+            return self._output
+
+    def replace_port(self, output) -> object:
+        """Send to `output` from now on, with no note sounding on it; return the old port, for the caller to close."""
+        with self._lock:
+            old, self._output = self._output, output
+            self._lost = False
+            self._sounding.clear()
+            return old
+
+    @property
+    def lost(self) -> bool:
+        return self._lost
+
+    @property
+    def port(self):
+        """The port messages go to now (the port keeper may replace it)."""
+        return self._output
 
     def sounding(self, channel: int) -> list[int]:
         """Pitches sounding on `channel` (0-15), as far as this output sent them."""
@@ -100,15 +149,40 @@ class SharedOutput:
         on = _turns_on(message)
         if on and key in self._sounding:
             self._send_and_remember(mido.Message("note_off", channel=message.channel, note=message.note, velocity=0), echo_window)
-        self._send_and_remember(message, echo_window)
-        if on:
+        sent = self._send_and_remember(message, echo_window)
+        if on and sent:
             self._sounding.add(key)
-        else:
+        elif not on:
             self._sounding.discard(key)
 
-    def _send_and_remember(self, message: mido.Message, echo_window: float) -> None:
-        self._output.send(message)
+    def _send_and_remember(self, message: mido.Message, echo_window: float) -> bool:
+        if not self._send_bytes(message):
+            return False
         self._sent.append((self._clock.now(), echo_window, tuple(message.bytes())))
+        return True
+
+    def _send_bytes(self, message: mido.Message) -> bool:
+        """Send under the lock; drop and count the message when the port is lost or the send fails. Return whether it went out."""
+        if self._lost:
+            self.dropped += 1
+            return False
+        try:
+            self._output.send(message)
+        except MidiSystemError as error:
+            self.dropped += 1
+            self._report_failure(error)
+            return False
+        return True
+
+    def _report_failure(self, error: MidiSystemError) -> None:
+        now = self._clock.now()
+        if self._failure_warned_at is not None and now - self._failure_warned_at < SEND_FAILURE_WARNING_INTERVAL:
+            self._failures_unreported += 1
+            return
+        more = f" ({self._failures_unreported} more failed sends since the last warning)" if self._failures_unreported else ""
+        log.warning("MIDI output %s: %s; the message is dropped%s", self.name, error, more)
+        self._failure_warned_at = now
+        self._failures_unreported = 0
 
 
 def _is_note(message: mido.Message) -> bool:

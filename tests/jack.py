@@ -141,8 +141,8 @@ class Receiver:
     accuracy of one JACK period even when the Python callback runs late.
     """
 
-    def __init__(self, source: str | None = None) -> None:
-        self.client_name = f"sideman-test-rx-{os.getpid()}-{next(_receiver_numbers)}"
+    def __init__(self, source: str | None = None, client_name: str | None = None) -> None:
+        self.client_name = client_name or f"sideman-test-rx-{os.getpid()}-{next(_receiver_numbers)}"
         self.port_name = f"{self.client_name}:in"
         self._received: list[mido.Message] = []
         self._clock: float | None = None

@@ -1,0 +1,123 @@
+"""A JACK client without ports that watches the graph: which ports exist, which are connected, and whether the server runs.
+
+python-rtmidi gives no notice when the port it connected to goes away or
+when the JACK server stops, and JACK never restores a connection by
+itself. This client registers libjack's callbacks for port registration,
+port connection and server shutdown, so the port keeper (sideman.portkeeper)
+learns of each change at once instead of polling, and it connects ports by
+name through libjack.
+
+The callbacks run on libjack's notification thread: they only set events.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+
+from .errors import MidiSystemError
+from .midiport import _JACK_NO_START_SERVER, _libjack
+
+log = logging.getLogger(__name__)
+
+_SHUTDOWN_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_REGISTRATION_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p)
+_CONNECT_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p)
+_EEXIST = 17  # jack_connect's result when the connection already exists
+
+
+def _declare(library: ctypes.CDLL) -> None:
+    """Give ctypes the signatures of the libjack functions used here."""
+    library.jack_on_shutdown.argtypes = [ctypes.c_void_p, _SHUTDOWN_CALLBACK, ctypes.c_void_p]
+    library.jack_on_shutdown.restype = None
+    library.jack_set_port_registration_callback.argtypes = [ctypes.c_void_p, _REGISTRATION_CALLBACK, ctypes.c_void_p]
+    library.jack_set_port_connect_callback.argtypes = [ctypes.c_void_p, _CONNECT_CALLBACK, ctypes.c_void_p]
+    library.jack_activate.argtypes = [ctypes.c_void_p]
+    library.jack_deactivate.argtypes = [ctypes.c_void_p]
+    library.jack_port_by_name.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    library.jack_port_by_name.restype = ctypes.c_void_p
+    library.jack_port_connected_to.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    library.jack_connect.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+
+
+class JackWatch:
+    """A portless JACK client named `client_name` whose callbacks set `changed` on every graph change and `lost` at server shutdown.
+
+    Raises MidiSystemError when libjack is missing or no server runs. Every
+    method is safe to call after the server went away: it then reports no
+    ports and connects nothing.
+    """
+
+    def __init__(self, client_name: str = "sideman-watch") -> None:
+        library = _libjack()
+        if library is None:
+            raise MidiSystemError("libjack not found; install the Debian package libjack-jackd2-0 or jackd2")
+        _declare(library)
+        self._library = library
+        self.changed = threading.Event()
+        self.lost = threading.Event()
+        self._lock = threading.Lock()
+
+        # The ctypes callbacks must live as long as the client, or libjack calls freed memory.
+        self._callbacks = (
+            _SHUTDOWN_CALLBACK(self._on_shutdown),
+            _REGISTRATION_CALLBACK(self._on_registration),
+            _CONNECT_CALLBACK(self._on_connect),
+        )
+        status = ctypes.c_int(0)
+        client = library.jack_client_open(client_name.encode(), _JACK_NO_START_SERVER, ctypes.byref(status))
+        if not client:
+            raise MidiSystemError(f"no JACK server to watch (jack_client_open status 0x{status.value:x})")
+        self._client: int | None = client
+
+        library.jack_on_shutdown(client, self._callbacks[0], None)
+        library.jack_set_port_registration_callback(client, self._callbacks[1], None)
+        library.jack_set_port_connect_callback(client, self._callbacks[2], None)
+        if library.jack_activate(client) != 0:
+            self.close()
+            raise MidiSystemError("could not activate the JACK watch client")
+        log.debug("watching the JACK graph as %s", client_name)
+
+    def port_exists(self, name: str) -> bool:
+        with self._lock:
+            if self._client is None or self.lost.is_set():
+                return False
+            return bool(self._library.jack_port_by_name(self._client, name.encode()))
+
+    def connected(self, source: str, destination: str) -> bool:
+        """Return whether the port `source` sends to the port `destination`."""
+        with self._lock:
+            if self._client is None or self.lost.is_set():
+                return False
+            port = self._library.jack_port_by_name(self._client, source.encode())
+            return bool(port) and bool(self._library.jack_port_connected_to(port, destination.encode()))
+
+    def connect(self, source: str, destination: str) -> bool:
+        """Connect two ports by their full names; return whether they are connected now."""
+        with self._lock:
+            if self._client is None or self.lost.is_set():
+                return False
+            result = self._library.jack_connect(self._client, source.encode(), destination.encode())
+        return result in (0, _EEXIST)
+
+    def close(self) -> None:
+        """Leave the server; closing again does nothing."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is None:
+            return
+        # After a shutdown the client is already gone from the server; closing still frees libjack's memory.
+        if not self.lost.is_set():
+            self._library.jack_deactivate(client)
+        self._library.jack_client_close(client)
+
+    def _on_shutdown(self, argument: int | None) -> None:
+        self.lost.set()
+        self.changed.set()
+
+    def _on_registration(self, port_id: int, registered: int, argument: int | None) -> None:
+        self.changed.set()
+
+    def _on_connect(self, source_id: int, destination_id: int, connected: int, argument: int | None) -> None:
+        self.changed.set()

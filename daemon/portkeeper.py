@@ -1,0 +1,233 @@
+"""Keeping sideman's MIDI connections through port loss and JACK server restarts.
+
+On stage a synth is switched off and on, a DAW closes and opens its
+project, or the JACK server restarts. The keeper runs a thread that
+watches the JACK graph (sideman.jackwatch) and:
+- when a port that sideman connected to (`--midi-out`, `--midi-in`,
+  `--clock-in`, `--clock-out`) disappears, logs it, sends a note_off for
+  each sounding note where the output still reaches, and connects again
+  as soon as a port of that name returns;
+- when the server stops, logs it and tries to reach a server again with
+  backoff (0.5 s, doubling up to 5 s). Meanwhile SharedOutput drops and
+  counts what the engine sends. Once a server runs, the keeper opens every
+  port again and restores the connections, and play goes on without a restart.
+A connection that someone removes while both ports exist (in a patchbay)
+stays removed: that was a choice, not a loss.
+
+NOTE: JACK only. Under ALSA, CoreMIDI and WinMM a lost port is logged by
+the failing sends but not reopened; restart sideman after such a loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from .errors import MidiSystemError
+from .jackwatch import JackWatch
+
+log = logging.getLogger(__name__)
+
+FIRST_RETRY = 0.5  # seconds before the first attempt to reach a stopped JACK server again
+MAX_RETRY = 5.0  # seconds between attempts at most
+# Seconds between checks when no graph change arrives: a safety net, since libjack reports every change.
+CHECK_INTERVAL = 1.0
+
+
+class Endpoint(Protocol):
+    """A port of sideman's that the keeper opens again after a server restart."""
+
+    description: str
+
+    def lost(self) -> None:
+        """Stop using the port: its server went away."""
+        ...
+
+    def reopen(self) -> None:
+        """Open the port again on the server that now runs; raise MidiSystemError on failure."""
+        ...
+
+
+@dataclass
+class KeptConnection:
+    """A connection between two ports by full name, and what the keeper last saw of it."""
+
+    source: str
+    destination: str
+    # "connected"; "missing": a port is gone, connect when it returns; "removed": someone disconnected them.
+    state: str = "connected"
+    reconnections: int = 0
+    on_missing: Callable[[], Any] | None = None  # called once when a port goes missing
+
+    def describe(self) -> str:
+        return f"{self.source} -> {self.destination}"
+
+
+class KeptOutput:
+    """sideman's output port: the SharedOutput keeps sending, to nothing while the port is lost."""
+
+    def __init__(self, shared: Any, reopen: Callable[[], Any]):
+        self._shared = shared
+        self._reopen = reopen
+        self.description = f"MIDI output {shared.name}"
+
+    def lost(self) -> None:
+        _close_quietly(self._shared.port_lost(), self.description)
+
+    def reopen(self) -> None:
+        self._shared.replace_port(self._reopen())
+
+
+class KeptInput:
+    """One of sideman's MIDI input ports; `close` closes whichever port is current."""
+
+    def __init__(self, midi_input: Any, reopen: Callable[[], Any]):
+        self._input = midi_input
+        self._reopen = reopen
+        self.name = midi_input.name
+        # The existing port this input reads from, by full name, if any.
+        self.connected_to: str | None = midi_input.connected_to
+        self.backend = midi_input.backend
+        self.description = f"MIDI input {midi_input.name}"
+
+    def lost(self) -> None:
+        midi_input, self._input = self._input, None
+        _close_quietly(midi_input, self.description)
+
+    def reopen(self) -> None:
+        self._input = self._reopen()
+
+    def close(self) -> None:
+        midi_input, self._input = self._input, None
+        if midi_input is not None:
+            midi_input.close()
+
+
+class PortKeeper:
+    """A thread that restores `connections` when their ports return and reopens `endpoints` after a JACK server restart."""
+
+    def __init__(
+        self,
+        endpoints: list[Endpoint],
+        connections: list[KeptConnection],
+        *,
+        watch_factory: Callable[[], JackWatch] = JackWatch,
+        first_retry: float = FIRST_RETRY,
+        max_retry: float = MAX_RETRY,
+    ):
+        self._endpoints = endpoints
+        self.connections = connections
+        self._watch_factory = watch_factory
+        self._first_retry = first_retry
+        self._max_retry = max_retry
+        self._watch: JackWatch | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.server_restarts = 0
+
+    def start(self) -> None:
+        """Watch from now on; raise MidiSystemError when no JACK server runs."""
+        self._watch = self._watch_factory()
+        self._thread = threading.Thread(target=self._run, name="sideman-portkeeper", daemon=True)
+        self._thread.start()
+        log.info("keeping %d MIDI connections and %d ports through port loss and JACK restarts",
+                 len(self.connections), len(self._endpoints))
+
+    def close(self) -> None:
+        self._stop.set()
+        watch = self._watch
+        if watch is not None:
+            watch.changed.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                watch = self._watch
+                if watch is None:
+                    self._reach_server()
+                    continue
+                if watch.lost.is_set():
+                    self._server_lost(watch)
+                    continue
+                watch.changed.clear()
+                self._keep_connections(watch)
+                watch.changed.wait(CHECK_INTERVAL)
+        except Exception:
+            log.exception("the MIDI port keeper failed; lost ports are no longer reopened")
+
+    def _server_lost(self, watch: JackWatch) -> None:
+        log.error("the JACK server stopped: sideman's notes go nowhere until it runs again; retrying every %.1f-%.0f s",
+                  self._first_retry, self._max_retry)
+        for endpoint in self._endpoints:
+            endpoint.lost()
+        watch.close()
+        self._watch = None
+        for connection in self.connections:
+            connection.state = "missing"
+
+    def _reach_server(self) -> None:
+        """Try to reach a JACK server with backoff, then reopen every port on it."""
+        delay = self._first_retry
+        while not self._stop.is_set():
+            try:
+                watch = self._watch_factory()
+            except MidiSystemError as error:
+                log.debug("JACK server not back yet: %s", error)
+                self._stop.wait(delay)
+                delay = min(2 * delay, self._max_retry)
+                continue
+
+            try:
+                for endpoint in self._endpoints:
+                    endpoint.reopen()
+            except MidiSystemError as error:
+                log.warning("reopening sideman's MIDI ports failed: %s; retrying in %.1f s", error, delay)
+                for endpoint in self._endpoints:
+                    endpoint.lost()
+                watch.close()
+                self._stop.wait(delay)
+                delay = min(2 * delay, self._max_retry)
+                continue
+
+            self._watch = watch
+            self.server_restarts += 1
+            log.warning("the JACK server runs again: reopened %s", ", ".join(endpoint.description for endpoint in self._endpoints) or "nothing")
+            return
+
+    def _keep_connections(self, watch: JackWatch) -> None:
+        for connection in self.connections:
+            present = watch.port_exists(connection.source) and watch.port_exists(connection.destination)
+            if not present:
+                if connection.state != "missing":
+                    connection.state = "missing"
+                    log.warning("MIDI connection %s lost: a port is gone; connecting again when it returns", connection.describe())
+                    if connection.on_missing is not None:
+                        connection.on_missing()
+                continue
+
+            if watch.connected(connection.source, connection.destination):
+                connection.state = "connected"
+            elif connection.state == "missing":
+                if watch.connect(connection.source, connection.destination):
+                    connection.state = "connected"
+                    connection.reconnections += 1
+                    log.warning("MIDI connection %s restored", connection.describe())
+            elif connection.state == "connected":
+                connection.state = "removed"
+                log.info("MIDI connection %s was removed while both ports exist; leaving it removed", connection.describe())
+
+
+def _close_quietly(port: Any, description: str) -> None:
+    if port is None:
+        return
+    try:
+        port.close()
+    except Exception:
+        log.exception("closing the lost %s failed", description)
