@@ -173,6 +173,7 @@ def _add_run_parser(subparsers, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--clock-out", dest="midi.clock_out", metavar="NAME", help=_setting_help("midi.clock_out"))
     parser.add_argument("--clock-in", dest="midi.clock_in", metavar="NAME", help=_setting_help("midi.clock_in"))
     parser.add_argument("--sync-autostart", dest="run.sync_autostart", action="store_const", const=True, help=_setting_help("run.sync_autostart"))
+    parser.add_argument("--link-start-stop", dest="run.link_start_stop", action="store_const", const=True, help=_setting_help("run.link_start_stop"))
     parser.add_argument("--osc-host", dest="osc.host", metavar="ADDRESS", help=_setting_help("osc.host"))
     parser.add_argument("--osc-port", dest="osc.port", metavar="PORT", type=int, help=_setting_help("osc.port"))
     parser.add_argument("--osc-files", dest="osc.files", metavar="DIR", help=_setting_help("osc.files"))

@@ -832,7 +832,8 @@ class Engine:
         if self._running:
             return
         if self._link is not None:
-            self._start_on_link()
+            # Play starts with the session's next START: on its next bar line.
+            self._link.propose_transport(True)
             return
         # Latency compensation sends every event earlier, so the first onset lies that much further ahead.
         first_onset = self._clock.now() + START_MARGIN + self._feel.latency_ms / 1000.0
@@ -846,16 +847,9 @@ class Engine:
         if self._origin is None:
             self._origin = first_onset
 
-    def _start_on_link(self) -> None:
-        """Start on the Link session's beat grid; with start/stop sync, ask the session to start every peer instead."""
-        if self._link.start_stop_sync:
-            self._link.propose_transport(True)
-            return
-        now = self._clock.now()
-        self._follow(ClockUpdate(FollowAction.START, self._link.beat_at(now + START_MARGIN), now + START_MARGIN))
-
     def _apply_stop(self, command: Stop) -> None:
-        if self._link is not None and self._link.start_stop_sync:
+        if self._link is not None:
+            # With Link's start/stop sync this stops every peer; without, only sideman.
             self._link.propose_transport(False)
         if not self._running:
             return

@@ -3,10 +3,15 @@
 The server reads datagrams in its own loop on one thread and parses them with
 python-osc's message and bundle parsers. python-osc's own servers are not used
 because they drop malformed datagrams without a word and sleep inside the
-receive path on bundles time-tagged in the future. Every rejected datagram or
-message is logged at WARNING with the sender and the reason (at most
-`MAX_WARNINGS_PER_WINDOW` per `WARNING_WINDOW_SECONDS`, then a count of the
-rest), and every accepted message at INFO.
+receive path on bundles time-tagged in the future.
+
+Logs (sideman.rejections.RepeatLog): the first rejection of each kind
+(`RejectionKind`) from each sender is logged at WARNING with the sender and the
+reason, and its repeats are counted and summarised every
+`rejections.SUMMARY_SECONDS`. Accepted messages are logged at INFO the same way,
+per sender and address, so that a fader sending a tempo a hundred times a
+second cannot fill the disk either. Each summary quotes the latest message it
+counts, so the log still shows the value set last.
 
 Bundles: the messages of one bundle, nested bundles flattened in order, reach
 the engine in one `apply` call. A message with bad arguments (wrong types,
@@ -34,27 +39,30 @@ import heapq
 import ipaddress
 import itertools
 import logging
-import math
 import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Protocol
 
 from .commands import Command, SetParam
 from .errors import InvalidInputError
 from .osc_access import LOOPBACK_ONLY, Allowlist, OscFiles, SourceFilter
 from .osc_packets import (
     Address,
+    OscInputError,
     Packet,
+    RejectionKind,
     StatusRequest,
     TranslatedMessage,
     build_status_reply,
+    cut_text,
     format_address,
     translate_datagram,
 )
 from .params import Plugin
+from .rejections import RepeatLog
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +85,9 @@ MAX_PENDING_BUNDLES = 256
 # and for queued bundles that have come due, in seconds.
 POLL_SECONDS = 0.05
 
-# A controller stuck on a bad value (a fader past 400 BPM, say) can send dozens
-# of invalid messages a second, so rejection warnings are rate-limited.
-MAX_WARNINGS_PER_WINDOW = 20
-WARNING_WINDOW_SECONDS = 10.0
+# Reasons in log lines are cut to this many characters: a reason can quote a
+# value of the datagram, which may be a string of several kilobytes.
+MAX_REASON_CHARS = 500
 
 
 class Controller(Protocol):
@@ -96,46 +103,16 @@ class Controller(Protocol):
 # --- Dispatch ------------------------------------------------------------
 
 
-class RateLimitedWarnings:
-    """Log at most `max_per_window` warnings per window, then the count of those left out."""
-
-    def __init__(self, clock: Callable[[], float], max_per_window: int = MAX_WARNINGS_PER_WINDOW,
-                 window_seconds: float = WARNING_WINDOW_SECONDS):
-        self._clock = clock
-        self._max_per_window = max_per_window
-        self._window_seconds = window_seconds
-        self._window_start = -math.inf
-        self._logged = 0
-        self._left_out = 0
-
-    def warning(self, message: str, *args: Any) -> None:
-        now = self._clock()
-        if now - self._window_start >= self._window_seconds:
-            self._start_window(now)
-
-        if self._logged < self._max_per_window:
-            self._logged += 1
-            logger.warning(message, *args)
-        else:
-            self._left_out += 1
-
-    def _start_window(self, now: float) -> None:
-        if self._left_out:
-            logger.warning("OSC %d more rejections in the last %.0f s were not logged",
-                           self._left_out, now - self._window_start)
-        self._window_start = now
-        self._logged = 0
-        self._left_out = 0
-
-
 class OscDispatcher:
     """Apply translated datagrams to the controller at once, or queue them until their timetag.
 
-    Not thread-safe: the server calls it from its receive thread only.
-    `clock` returns seconds since the Unix epoch, the scale of OSC timetags.
-    `plugins` (name to plugin class) must be the plugins the controller
-    uses, because their declarations mark the parameters that are file paths. None
-    loads the installed plugins.
+    Not thread-safe: the server calls it from its receive thread only, and
+    `flush_logs` from close() after joining that thread. The repeat logs have a
+    lock of their own for a join that times out.
+    `clock` returns seconds since the Unix epoch, the scale of OSC timetags; the
+    logs' summary periods use it too. `plugins` (name to plugin class) must be
+    the plugins the controller uses, because their declarations mark the
+    parameters that are file paths. None loads the installed plugins.
     """
 
     def __init__(
@@ -155,7 +132,10 @@ class OscDispatcher:
         self._clock = clock
         self._max_pending = max_pending
         self._max_delay_seconds = max_delay_seconds
-        self._warnings = RateLimitedWarnings(clock)
+        self.rejections = RepeatLog(logger, clock, prefix="OSC", events="rejections", level=logging.WARNING)
+        # Keyed by address: the first /sideman/tempo from a sender is logged in
+        # full, the next ones in the window only as a count and the latest value.
+        self.accepted = RepeatLog(logger, clock, prefix="OSC", events="accepted", level=logging.INFO)
         self.sources = SourceFilter(allowlist, clock)
         self.files = files if files is not None else OscFiles(None)
         self._plugins = dict(plugins) if plugins is not None else _installed_plugins()
@@ -176,28 +156,42 @@ class OscDispatcher:
 
         try:
             packet = translate_datagram(datagram, sender)
-        except InvalidInputError as error:
-            self._warnings.warning("OSC %s datagram of %d bytes rejected: %s", format_address(sender),
-                                   len(datagram), error)
+        except OscInputError as error:
+            self._reject(sender, error.kind, f"datagram of {len(datagram)} bytes", str(error))
             return
 
         for rejected in packet.rejected:
-            self._warnings.warning("OSC %s %s rejected: %s", format_address(sender), rejected.text, rejected.reason)
+            self._reject(sender, rejected.kind, rejected.text, rejected.reason)
         self._schedule(self._confine_paths(packet))
 
     def serve_due(self) -> None:
-        """Apply every queued bundle whose timetag has come, earliest first, and log a due summary of dropped datagrams."""
+        """Apply every queued bundle whose timetag has come, earliest first, and write the log summaries that are due."""
         self.sources.summarize_due()
+        self.rejections.flush_due()
+        self.accepted.flush_due()
         now = self._clock()
         while self._pending and self._pending[0][0] <= now:
             _, _, packet = heapq.heappop(self._pending)
             self._apply(packet)
+
+    def flush_logs(self) -> None:
+        """Write every pending log summary now: the counts of repeated rejections, acceptances and drops."""
+        self.rejections.flush()
+        self.accepted.flush()
+        self.sources.summarize()
 
     def seconds_until_due(self) -> float | None:
         """Return the seconds until the earliest queued bundle is due, or None when none waits."""
         if not self._pending:
             return None
         return max(0.0, self._pending[0][0] - self._clock())
+
+    def _reject(self, sender: Address, kind: RejectionKind, subject: str, reason: str, rejected_by: str = "") -> None:
+        """Log "OSC <sender> <subject> rejected<rejected_by>: <reason>" through the rejection log."""
+        reason = cut_text(reason, MAX_REASON_CHARS)
+        source = format_address(sender)
+        self.rejections.record(source, kind, "OSC %s %s rejected%s: %s", source, subject, rejected_by, reason,
+                               detail=reason)
 
     def _confine_paths(self, packet: Packet) -> Packet:
         """Return the packet with each path parameter set to its real path inside the OSC files directory.
@@ -212,13 +206,12 @@ class OscDispatcher:
                     action = replace(action, value=self.files.resolve(action.value))
                 except InvalidInputError as error:
                     others = " Nothing of its datagram applies." if len(packet.messages) > 1 else ""
-                    self._warnings.warning("OSC %s %s rejected: %s.%s", format_address(packet.sender), message.text,
-                                           error, others)
+                    self._reject(packet.sender, RejectionKind.PATH_NOT_ALLOWED, message.text, f"{error}.{others}")
                     status_only = tuple(kept for kept in packet.messages if isinstance(kept.action, StatusRequest))
                     return replace(packet, messages=status_only)
                 logger.debug("OSC %s %s.%s resolved to %s", format_address(packet.sender), action.plugin,
                              action.name, action.value)
-            confined.append(TranslatedMessage(message.text, action))
+            confined.append(replace(message, action=action))
         return replace(packet, messages=tuple(confined))
 
     def _is_path_param(self, command: SetParam) -> bool:
@@ -240,14 +233,16 @@ class OscDispatcher:
         sender = format_address(packet.sender)
         delay = packet.timetag - now
         if delay > self._max_delay_seconds:
-            self._warnings.warning("OSC %s bundle rejected: its timetag is %.1f s ahead, more than the limit of "
-                                   "%.1f s. Send it closer to its time.", sender, delay, self._max_delay_seconds)
+            self._reject(packet.sender, RejectionKind.BUNDLE_TOO_FAR_AHEAD, "bundle",
+                         f"its timetag is {delay:.1f} s ahead, more than the limit of {self._max_delay_seconds:.1f} s. "
+                         f"Send it closer to its time.")
         elif len(self._pending) >= self._max_pending:
-            self._warnings.warning("OSC %s bundle rejected: the queue for time-tagged bundles is full (%d bundles)",
-                                   sender, len(self._pending))
+            self._reject(packet.sender, RejectionKind.BUNDLE_QUEUE_FULL, "bundle",
+                         f"the queue for time-tagged bundles is full ({len(self._pending)} bundles)")
         else:
             heapq.heappush(self._pending, (packet.timetag, next(self._arrivals), packet))
-            logger.info("OSC %s bundle of %d messages queued for %.3f s from now", sender, len(packet.messages), delay)
+            # DEBUG: its messages are logged as accepted, rate-limited, when they apply.
+            logger.debug("OSC %s bundle of %d messages queued for %.3f s from now", sender, len(packet.messages), delay)
 
     def _apply(self, packet: Packet) -> None:
         """Apply the packet's commands in one controller call, then reply to a status request."""
@@ -261,15 +256,17 @@ class OscDispatcher:
             logger.debug("OSC %s status reply sent", sender)
 
     def _apply_commands(self, packet: Packet, sender: str) -> None:
-        texts = [message.text for message in packet.messages if not isinstance(message.action, StatusRequest)]
+        applied = [message for message in packet.messages if not isinstance(message.action, StatusRequest)]
         try:
             self._controller.apply(packet.commands)
         except InvalidInputError as error:
-            self._warnings.warning("OSC %s %s rejected by the engine: %s", sender, " | ".join(texts), error)
+            texts = cut_text(" | ".join(message.text for message in applied), MAX_REASON_CHARS)
+            self._reject(packet.sender, RejectionKind.ENGINE_REJECTED, texts, str(error), " by the engine")
             return
 
-        for text in texts:
-            logger.info("OSC %s %s accepted", sender, text)
+        for message in applied:
+            self.accepted.record(sender, message.address, "OSC %s %s accepted", sender, message.text,
+                                 detail=message.text)
 
 
 # --- Server --------------------------------------------------------------
@@ -339,7 +336,7 @@ class OscServer:
         address = format_address(self.address)
         self._socket.close()
         self._socket = None
-        self._dispatcher.sources.summarize()
+        self._dispatcher.flush_logs()
         logger.info("OSC stopped listening on udp %s, %d queued bundles dropped, %d datagrams dropped "
                     "from sources outside the allowlist", address, self._dispatcher.pending_count,
                     self._dispatcher.sources.dropped)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv in the repository and install sideman into it; running it again updates the install.
-# Usage: scripts/setup.sh [--train] [--test]   (extras: train = TensorFlow, test = pytest and hypothesis)
+# Usage: scripts/setup.sh [--train] [--test] [--link]
+# (extras: train = TensorFlow, test = pytest and hypothesis, link = aalink for Ableton Link)
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,7 +12,8 @@ for option in "$@"; do
     case "$option" in
         --train) extras+=(train) ;;
         --test) extras+=(test) ;;
-        *) echo "setup.sh: unknown option '$option'; expected --train or --test" >&2; exit 2 ;;
+        --link) extras+=(link) ;;
+        *) echo "setup.sh: unknown option '$option'; expected --train, --test or --link" >&2; exit 2 ;;
     esac
 done
 
@@ -53,5 +55,16 @@ if $needs_jackd && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends jackd2
 elif $needs_jackd; then
     echo "setup.sh: no ALSA sequencer, no JACK server and no jackd: install JACK (Debian and Ubuntu: sudo apt-get install jackd2)" >&2
+fi
+
+# The Link tests run their peers in a network namespace of their own, made with `ip netns`.
+if [[ " ${extras[*]-} " == *" link "* && " ${extras[*]-} " == *" test "* ]] && [ "$(uname -s)" = Linux ] && ! command -v ip >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "setup.sh: installing iproute2 (ip netns, for the Link tests)"
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends iproute2
+    else
+        echo "setup.sh: the Link tests need the ip command: install iproute2" >&2
+    fi
 fi
 echo "setup.sh: done"

@@ -22,7 +22,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.parsing import osc_types
 from pythonosc.udp_client import SimpleUDPClient
 
-from sideman import osc
+from sideman import osc, rejections
 from sideman.commands import Command, Panic, Prime, Reseed, Reset, SetParam, SetSampler, SetTempo, Start, Stop
 from sideman.errors import InvalidInputError, SettingsError
 from sideman.osc import OscDispatcher, OscServer
@@ -283,31 +283,37 @@ def test_invalid_message_logged_with_sender(dispatcher: OscDispatcher, controlle
     assert "OSC 127.0.0.1:53211 /sideman/tempo nan rejected: tempo must be a finite number" in caplog.text
 
 
-def test_rejection_warnings_rate_limited(dispatcher: OscDispatcher, clock: FakeClock,
-                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_repeated_rejections_summarised(dispatcher: OscDispatcher, clock: FakeClock,
+                                        caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="sideman.osc")
 
-    for _ in range(osc.MAX_WARNINGS_PER_WINDOW + 5):
+    for _ in range(25):
         dispatcher.handle_datagram(message("/sideman/tempo", 1000.0), SENDER)
-    logged_in_first_window = len(caplog.records)
-    clock.now += osc.WARNING_WINDOW_SECONDS
+    logged_in_first_window = [record.getMessage() for record in caplog.records]
+    clock.now += rejections.SUMMARY_SECONDS
     dispatcher.handle_datagram(message("/sideman/tempo", 1000.0), SENDER)
 
-    assert logged_in_first_window == osc.MAX_WARNINGS_PER_WINDOW
-    assert caplog.records[-2].getMessage() == "OSC 5 more rejections in the last 10 s were not logged"
-    assert "/sideman/tempo 1000.0 rejected" in caplog.records[-1].getMessage()
-    assert len(caplog.records) == osc.MAX_WARNINGS_PER_WINDOW + 2
+    assert len(logged_in_first_window) == 1
+    assert "/sideman/tempo 1000.0 rejected: tempo in BPM 1000.0 is out of range" in logged_in_first_window[0]
+    assert len(caplog.records) == 2
+    assert caplog.records[-1].getMessage().startswith(
+        "OSC 127.0.0.1:53211: 24 more 'out of range' rejections in the last 10 s, the latest: tempo in BPM 1000.0")
 
 
-def test_rate_limit_window_without_excess(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
-    warnings = osc.RateLimitedWarnings(clock, max_per_window=2, window_seconds=1.0)
+def test_rejection_kinds_logged_apart(dispatcher: OscDispatcher, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="sideman.osc")
+    other_sender = ("127.0.0.1", 53212)
 
-    for second in range(3):
-        clock.now = NOW + second
-        warnings.warning("rejected %d", second)
+    for _ in range(3):
+        dispatcher.handle_datagram(message("/sideman/tempo", 1000.0), SENDER)
+        dispatcher.handle_datagram(message("/sideman/tempo", "fast"), SENDER)
+        dispatcher.handle_datagram(message("/sideman/tempo", 1000.0), other_sender)
 
-    assert [record.getMessage() for record in caplog.records] == ["rejected 0", "rejected 1", "rejected 2"]
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 3
+    assert "53211 /sideman/tempo 1000.0 rejected" in warnings[0]
+    assert "53211 /sideman/tempo 'fast' rejected" in warnings[1]
+    assert "53212 /sideman/tempo 1000.0 rejected" in warnings[2]
 
 
 # --- Malformed datagrams -----------------------------------------------------
