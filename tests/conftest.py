@@ -1,15 +1,20 @@
-"""Requirements of the `ports` and `tensorflow` markers.
+"""Requirements of the `ports`, `tensorflow` and `link` markers.
 
 A test marked `ports` gets the session's private JACK server; one marked
-`tensorflow` runs only where TensorFlow imports. Where they are missing such
-tests skip, unless SIDEMAN_REQUIRE_PORTS=1 or SIDEMAN_REQUIRE_TF=1 is set (CI
-sets both): then a missing requirement, or any skip of such a test, fails.
+`tensorflow` runs only where TensorFlow imports; one marked `link` runs only
+on Linux as root with iproute2's `ip` and aalink, because it runs Ableton Link
+peers in a network namespace of its own. Where they are missing such tests
+skip, unless SIDEMAN_REQUIRE_PORTS=1, SIDEMAN_REQUIRE_TF=1 or
+SIDEMAN_REQUIRE_LINK=1 is set (CI sets all three): then a missing
+requirement, or any skip of such a test, fails.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import shutil
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -20,6 +25,7 @@ REQUIREMENTS = {
     # marker: environment variable that turns its skips into failures
     "ports": "SIDEMAN_REQUIRE_PORTS",
     "tensorflow": "SIDEMAN_REQUIRE_TF",
+    "link": "SIDEMAN_REQUIRE_LINK",
 }
 
 
@@ -64,6 +70,23 @@ def _marker_requirements(request: pytest.FixtureRequest) -> None:
             importlib.import_module("tensorflow")
         except ImportError as error:
             _unavailable("tensorflow", f"TensorFlow not importable ({error}); install the train extra")
+
+    if request.node.get_closest_marker("link") is not None:
+        _check_link_requirements()
+
+
+def _check_link_requirements() -> None:
+    """Skip (or fail where required) unless network namespaces and aalink are usable."""
+    if not sys.platform.startswith("linux"):
+        _unavailable("link", f"network namespaces need Linux, not {sys.platform}")
+    if os.geteuid() != 0:
+        _unavailable("link", "creating a network namespace needs root")
+    if shutil.which("ip") is None:
+        _unavailable("link", "iproute2's ip command not found; install iproute2")
+    try:
+        importlib.import_module("aalink")
+    except ImportError as error:
+        _unavailable("link", f"aalink not importable ({error}); install the link extra: pip install 'sideman[link]'")
 
 
 @pytest.hookimpl(wrapper=True)
