@@ -34,10 +34,14 @@ SHOW_LINE = re.compile(r"^\s*(?P<seconds>-?\d+\.\d+) s\s+(?P<name>\S+)\s+(?P<bea
 
 
 @contextmanager
-def private_jack_server(workdir: Path) -> Iterator[JackServer]:
-    """Start a jackd with the dummy driver under a unique name and point this process's libjack at it."""
-    name = f"sideman-bench-{os.getpid()}"
-    server = JackServer(name, workdir / "jackd.log")
+def private_jack_server(workdir: Path, port_max: int | None = None) -> Iterator[JackServer]:
+    """Start a jackd with the dummy driver under a unique name and point this process's libjack at it.
+
+    `port_max` is jackd's --port-max; None keeps the server's own default.
+    """
+    suffix = "" if port_max is None else f"-ports{port_max}"
+    name = f"sideman-bench-{os.getpid()}{suffix}"
+    server = JackServer(name, workdir / f"jackd{suffix}.log", port_max=port_max)
     server.start()
     previous = os.environ.get("JACK_DEFAULT_SERVER")
     os.environ["JACK_DEFAULT_SERVER"] = name

@@ -50,13 +50,16 @@ class Improviser:
         stepper.advance(self.last_token)
         self.context.beat = beat
 
-        # A chain of one chooser that draws from unnormalised weights skips the softmax's normalisation.
+        # A chain of one chooser skips the softmax, or its normalisation, where the chooser does not need it.
         chain = self.chain
-        scale = None if chain.filters else chain.chooser.weights_scale()
-        if scale is None:
-            token = chain.choose(stepper.probabilities(), self.context)
+        chooser = chain.chooser
+        scale = None if chain.filters else chooser.weights_scale()
+        if chooser.takes_logits and not chain.filters:
+            token = chooser.choose_logits(stepper.logits(), self.context)
+        elif scale is not None:
+            token = chooser.choose_weights(stepper.weights(scale), self.context)
         else:
-            token = chain.chooser.choose_weights(stepper.weights(scale), self.context)
+            token = chain.choose(stepper.probabilities(), self.context)
         self.last_token = token
         self.context.recent.append(token)
         return token

@@ -56,6 +56,9 @@ class Filter(Sampler):
 class Chooser(Sampler):
     """Picks one token index from a distribution."""
 
+    # Whether `choose_logits` picks from the logits alone (an argmax needs no softmax).
+    takes_logits: ClassVar[bool] = False
+
     def choose(self, probabilities: np.ndarray, context: SamplerContext) -> int:
         raise NotImplementedError
 
@@ -67,6 +70,10 @@ class Chooser(Sampler):
         of about a dozen per note) when it is the whole chain.
         """
         return None
+
+    def choose_logits(self, logits: np.ndarray, context: SamplerContext) -> int:
+        """Pick a token from the logits; only called when `takes_logits` is true. `logits` is a view: read it, do not keep or change it."""
+        raise NotImplementedError
 
     def choose_weights(self, weights: np.ndarray, context: SamplerContext) -> int:
         """Pick a token from exp(weights_scale() * logits): probabilities times an unknown positive factor.

@@ -160,6 +160,12 @@ class Stepper:
         np.multiply(self._output_gate, self._tanh_c, out=self.a)
         self._gates_ready = False
 
+    def logits(self) -> np.ndarray:
+        """Return the Dense layer's logits over the current hidden state, as a view into the stepper's buffer (read it, do not keep it)."""
+        np.dot(self._a_and_one, self._joint, out=self._product)
+        self._gates_ready = True
+        return self._logits
+
     def weights(self, scale: float = 1.0) -> np.ndarray:
         """Return exp(scale * logits) over the current hidden state: the next token's probabilities times an unknown positive factor.
 
@@ -167,9 +173,7 @@ class Stepper:
         buffer, valid until the next call of any method: read it, do not keep it.
         It skips the softmax's normalisation, for choosers that do not need it.
         """
-        logits = self._logits
-        np.dot(self._a_and_one, self._joint, out=self._product)
-        self._gates_ready = True
+        logits = self.logits()
         if scale != 1.0:
             np.multiply(logits, scale, out=logits)
         if not self._logit_bound * scale <= UNSHIFTED_LOGIT_LIMIT:

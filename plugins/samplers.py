@@ -15,11 +15,11 @@ class Greedy(Chooser):
     def choose(self, probabilities: np.ndarray, context: SamplerContext) -> int:
         return int(np.argmax(probabilities))
 
-    def weights_scale(self) -> float:
-        return 1.0
+    # The largest logit is the most probable token, so greedy skips the softmax entirely.
+    takes_logits = True
 
-    def choose_weights(self, weights: np.ndarray, context: SamplerContext) -> int:
-        return int(weights.argmax())
+    def choose_logits(self, logits: np.ndarray, context: SamplerContext) -> int:
+        return int(logits.argmax())
 
 
 class Temperature(Chooser):

@@ -37,9 +37,11 @@ class JackServerError(RuntimeError):
 class JackServer:
     """A jackd process with the dummy driver, under its own server name."""
 
-    def __init__(self, name: str, log_path: Path) -> None:
+    def __init__(self, name: str, log_path: Path, port_max: int | None = None) -> None:
         self.name = name
         self.log_path = log_path
+        # jackd's --port-max: the size of the shared memory that every client maps grows with it.
+        self.port_max = port_max
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
@@ -52,10 +54,10 @@ class JackServer:
         # --no-realtime. On a busy machine clients then run late: --sync makes the
         # server wait for them so that no MIDI event is dropped, and a long
         # client timeout keeps slow clients from being thrown out.
-        command = [
-            jackd, "--no-realtime", "--sync", "--timeout", str(CLIENT_TIMEOUT_MS), "-n", self.name,
-            "-d", "dummy", "-r", str(SAMPLE_RATE), "-p", str(PERIOD_FRAMES),
-        ]
+        command = [jackd, "--no-realtime", "--sync", "--timeout", str(CLIENT_TIMEOUT_MS), "-n", self.name]
+        if self.port_max is not None:
+            command += ["--port-max", str(self.port_max)]
+        command += ["-d", "dummy", "-r", str(SAMPLE_RATE), "-p", str(PERIOD_FRAMES)]
         with open(self.log_path, "wb") as log_file:
             self._process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_end_with_parent,

@@ -55,3 +55,34 @@ def test_probabilities_sum_to_one():
 
     assert abs(probabilities.sum() - 1.0) < 1e-5
     assert (probabilities >= 0).all()
+
+
+def test_logits_weights_and_probabilities_agree():
+    stepper = Stepper(random_bundle(scale=3.0).weights)
+    stepper.advance(None)
+    snapshot = stepper.snapshot()
+
+    logits = stepper.logits().copy()
+    stepper.restore(snapshot)
+    weights = stepper.weights(0.5).copy()
+    stepper.restore(snapshot)
+    probabilities = stepper.probabilities()
+
+    np.testing.assert_allclose(weights / weights.sum(), np.exp(0.5 * logits) / np.exp(0.5 * logits).sum(), rtol=1e-5)
+    np.testing.assert_allclose(probabilities, np.exp(logits) / np.exp(logits).sum(), rtol=1e-5)
+    assert int(logits.argmax()) == int(probabilities.argmax())
+
+
+def test_cached_gates_match_a_fresh_step():
+    # advance() reuses the gates of the last logits() call; after a restore it computes them itself.
+    stepper = Stepper(random_bundle().weights)
+    stepper.advance(None)
+    snapshot = stepper.snapshot()
+    stepper.logits()
+    stepper.advance(5)
+    cached = stepper.a.copy()
+
+    stepper.restore(snapshot)
+    stepper.advance(5)
+
+    np.testing.assert_array_equal(stepper.a, cached)
