@@ -334,8 +334,9 @@ def _keep_ports(outputs: list["SharedOutput"], inputs: list["KeptInput"], resour
 
         endpoints.append(KeptOutput(shared, reopen))
         if port.connected_to:
-            # When the synth goes away, the notes sounding on it are released wherever else the port reaches.
-            connections.append(KeptConnection(port.name, port.connected_to, on_missing=shared.release_sounding))
+            # When the synth goes away, its notes are released and nothing is sent until it returns, so
+            # that a returning synth gets no note_off without its note_on (the drops are counted).
+            connections.append(KeptConnection(port.name, port.connected_to, on_missing=shared.suspend, on_restored=shared.resume))
     for kept in inputs:
         endpoints.append(kept)
         if kept.connected_to:

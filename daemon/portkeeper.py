@@ -60,6 +60,7 @@ class KeptConnection:
     state: str = "connected"
     reconnections: int = 0
     on_missing: Callable[[], Any] | None = None  # called once when a port goes missing
+    on_restored: Callable[[], Any] | None = None  # called once it is connected again
 
     def describe(self) -> str:
         return f"{self.source} -> {self.destination}"
@@ -170,6 +171,8 @@ class PortKeeper:
         watch.close()
         self._watch = None
         for connection in self.connections:
+            if connection.state != "missing" and connection.on_missing is not None:
+                connection.on_missing()
             connection.state = "missing"
 
     def _reach_server(self) -> None:
@@ -219,6 +222,8 @@ class PortKeeper:
                     connection.state = "connected"
                     connection.reconnections += 1
                     log.warning("MIDI connection %s restored", connection.describe())
+                    if connection.on_restored is not None:
+                        connection.on_restored()
             elif connection.state == "connected":
                 connection.state = "removed"
                 log.info("MIDI connection %s was removed while both ports exist; leaving it removed", connection.describe())

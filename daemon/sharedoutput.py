@@ -53,7 +53,8 @@ class SharedOutput:
         self._sent: deque[tuple[float, float, tuple[int, ...]]] = deque(maxlen=SENT_REMEMBERED)
         self._sounding: set[tuple[int, int]] = set()  # (channel, pitch)
         self.echoes = 0
-        self._lost = False
+        self._lost = False  # the port went away with its server
+        self._suspended = False  # the port's only listener went away
         self.dropped = 0  # messages dropped while the port was lost or because sending failed
         self._failures_unreported = 0
         self._failure_warned_at: float | None = None
@@ -93,6 +94,19 @@ class SharedOutput:
             for channel, pitch in notes:
                 self._send_note(mido.Message("note_off", channel=channel, note=pitch, velocity=0), self._echo_window)
         return len(notes)
+
+    def suspend(self) -> int:
+        """Release every sounding note, then drop and count what is sent until `resume`: the port's only listener went away. Return the notes released."""
+        released = self.release_sounding()
+        with self._lock:
+            self._suspended = True
+        return released
+
+    def resume(self) -> None:
+        """Send again after `suspend`, with no note sounding."""
+        with self._lock:
+            self._suspended = False
+            self._sounding.clear()
 
     def port_lost(self) -> object:
         """Stop sending to the port, which went away: messages are dropped and counted until `replace_port`. Return the old port."""
@@ -147,6 +161,10 @@ class SharedOutput:
     def _send_note(self, message: mido.Message, echo_window: float) -> None:
         key = (message.channel, message.note)
         on = _turns_on(message)
+        if not on and key not in self._sounding:
+            # Already released (All Notes Off, a lost port) or never sent: a
+            # second note_off would reach a returning synth without its note_on.
+            return
         if on and key in self._sounding:
             self._send_and_remember(mido.Message("note_off", channel=message.channel, note=message.note, velocity=0), echo_window)
         sent = self._send_and_remember(message, echo_window)
@@ -163,7 +181,7 @@ class SharedOutput:
 
     def _send_bytes(self, message: mido.Message) -> bool:
         """Send under the lock; drop and count the message when the port is lost or the send fails. Return whether it went out."""
-        if self._lost:
+        if self._lost or self._suspended:
             self.dropped += 1
             return False
         try:

@@ -102,10 +102,21 @@ def _end_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+JACK_LSP_ATTEMPTS = 5
+
+
 def jack_ports() -> list[str]:
-    """Return every port of the JACK server that JACK_DEFAULT_SERVER names, audio ones included."""
-    result = subprocess.run(["jack_lsp"], capture_output=True, text=True, stdin=subprocess.DEVNULL, check=True)
-    return result.stdout.splitlines()
+    """Return every port of the JACK server that JACK_DEFAULT_SERVER names, audio ones included.
+
+    jack_lsp exits with 1 now and then when the server is slow to accept a
+    client on a busy machine, so a failure is retried a few times.
+    """
+    for attempt in range(JACK_LSP_ATTEMPTS):
+        result = subprocess.run(["jack_lsp"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if result.returncode == 0:
+            return result.stdout.splitlines()
+        time.sleep(0.2 * (attempt + 1))
+    raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout, result.stderr)
 
 
 def wait_for_port(name_part: str, timeout: float = 10.0) -> str:

@@ -122,3 +122,22 @@ def test_jack_server_restarts(tmp_path, jack_server):
         assert_nothing_sounds(daemon.receiver)
     finally:
         daemon.close()
+
+
+def test_sigterm_while_jack_server_is_gone(tmp_path, jack_server):
+    daemon = LiveDaemon(tmp_path, "--tempo", "240", autoplay=True)
+    try:
+        daemon.wait_for_notes(2)
+        daemon.receiver.close()
+        daemon.receiver = None
+        jack_server.stop()
+        wait_for_log(daemon, "the JACK server stopped")
+
+        assert daemon.process.poll() is None
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(15.0) == 0
+        assert "sideman stopped" in daemon.log()
+    finally:
+        daemon.kill()
+        jack_server.start()
+        daemon.close()

@@ -139,8 +139,9 @@ def test_lost_output_drops_and_counts():
     shared.send(mido.Message("note_off", note=60, velocity=0))
     shared.all_notes_off(0)
 
+    # The note_off is not even dropped: after the loss, no note sounds to release.
     assert [message.type for message in port.sent] == ["note_on"]
-    assert shared.dropped == 2
+    assert shared.dropped == 1
     assert shared.sounding(0) == []
 
 
@@ -156,3 +157,35 @@ def test_failed_send_is_dropped_not_raised(caplog):
     assert shared.dropped == 5
     warnings = [record for record in caplog.records if "dropped" in record.getMessage()]
     assert len(warnings) == 1
+
+
+def test_suspended_output_sends_nothing_until_resumed():
+    port = FakePort()
+    shared = SharedOutput(port, FakeClock())
+    shared.send(mido.Message("note_on", note=60, velocity=90))
+
+    assert shared.suspend() == 1
+    shared.send(mido.Message("note_on", note=62, velocity=90))
+    shared.send(mido.Message("note_off", note=62, velocity=0))
+    shared.resume()
+    shared.send(mido.Message("note_off", note=60, velocity=0))
+    shared.send(mido.Message("note_on", note=64, velocity=90))
+
+    sent = [(message.type, message.note) for message in port.sent]
+    # The dropped note_on of 62 leaves no note_off to send; 60 was released by suspend.
+    assert sent == [("note_on", 60), ("note_off", 60), ("note_on", 64)]
+    assert shared.dropped == 1
+
+
+def test_restored_connection_resumes(synth_graph):
+    watch, connection = synth_graph
+    calls = []
+    connection.on_missing = lambda: calls.append("missing")
+    connection.on_restored = lambda: calls.append("restored")
+
+    graph_change(watch, lambda: (watch.ports.discard("synth:in"), watch.connections.clear()))
+    wait_until(lambda: connection.state == "missing")
+    graph_change(watch, lambda: watch.ports.add("synth:in"))
+    wait_until(lambda: connection.state == "connected")
+
+    assert calls == ["missing", "restored"]
