@@ -435,7 +435,9 @@ class Engine:
 
             deadline = self._next_deadline()
             if deadline is not None and deadline <= end_time:
-                if self._clock.wait_until(deadline, self._wake):
+                # A due event plays even while commands keep arriving (a flood
+                # sets `wake` again at once), so the notes never starve.
+                if deadline <= self._clock.now() or self._clock.wait_until(deadline, self._wake):
                     self._play_due()
                 continue
 
@@ -672,8 +674,12 @@ class Engine:
     # Commands: checked in the caller's thread, applied in the engine thread.
 
     def _apply_queued(self) -> None:
-        # Checked between batches, so a long backlog cannot hold up shutdown.
-        while not self._closing:
+        # Only the batches queued now: those arriving meanwhile wait for the
+        # next pass, after the due events. Checked between batches, so a long
+        # backlog cannot hold up shutdown.
+        for _ in range(self._commands.qsize()):
+            if self._closing:
+                return
             try:
                 batch = self._commands.get_nowait()
             except queue.Empty:

@@ -29,6 +29,16 @@ THRU_TYPES = frozenset({"pitchwheel", "aftertouch", "polytouch"})
 MAX_THRU_RATE = 2000.0
 # Commands that only steer (a knob's value): when the engine is behind they may be dropped.
 _STEERING = (SetParam, SetTempo)
+# The maximum number of messages of each kind that reach the engine per
+# second, with bursts of up to one second's worth. The engine applies every queued command
+# before it plays a due note, so commands arriving faster than it applies
+# them would hold up sideman's notes and note_offs: MAX_DROPPABLE_BACKLOG
+# bounds the engine's queue, these bound its time. A live note costs the
+# engine an LSTM step and a redraw, about 0.3 ms on a desktop machine
+# (an estimate from a Python timing loop), and no player sends 250 notes a second.
+MAX_LIVE_NOTE_RATE = 250.0  # note_ons, and note_offs of keys whose note_on did not reach the engine
+MAX_CONTROL_RATE = 500.0  # control changes mapped to commands: a few knobs turned at once
+MAX_CLOCK_RATE = 1000.0  # clock and transport messages: 24 pulses a beat at 400 BPM are 160 a second
 
 
 class InputRouter:
@@ -49,6 +59,18 @@ class InputRouter:
         self._thru_budget = TokenBucket(MAX_THRU_RATE, clock.now)
         self._dropped = RepeatedWarning("%d more MIDI input messages dropped because the engine is behind")
         self._thru_limited = RepeatedWarning("%d more messages not passed through: MIDI thru is over its rate limit")
+        self._note_budget = TokenBucket(MAX_LIVE_NOTE_RATE, clock.now)
+        self._control_budget = TokenBucket(MAX_CONTROL_RATE, clock.now)
+        self._clock_budget = TokenBucket(MAX_CLOCK_RATE, clock.now)
+        self._rate_limited = RepeatedWarning("%d more MIDI input messages dropped: over the input's rate limit")
+        # Keys, as (channel, pitch), whose latest note_on the engine queued: their
+        # note_off goes to the engine whatever the rate, so no key stays held there.
+        self._fed: set[tuple[int, int]] = set()
+
+    @property
+    def rate_limited(self) -> int:
+        """Messages dropped before the engine because their kind was over its rate limit."""
+        return self._rate_limited.count
 
     def __call__(self, message: mido.Message) -> None:
         now = self._clock.now()
@@ -59,10 +81,13 @@ class InputRouter:
         elif message.type in THRU_TYPES:
             self._route_other(message)
         elif message.type in CLOCK_TYPES and self._engine.follows_clock:
+            if not self._within(self._clock_budget, message, MAX_CLOCK_RATE):
+                return
             # NOTE: arrival times are read here, on the input thread, so a late
             # callback adds to the pulses' jitter; the follower's filter smooths it.
             position = message.pos if message.type == "songpos" else 0
-            self._apply([ClockMessage(message.type, now, position)], message)
+            # A pulse may be dropped when the engine is behind; a transport message may not.
+            self._apply([ClockMessage(message.type, now, position)], message, droppable=message.type == "clock")
         else:
             log.debug("MIDI input: %s ignored", message.type)
 
@@ -84,11 +109,20 @@ class InputRouter:
         elif key in self._thru_sounding:
             self._thru_sounding.discard(key)
             self._thru(message)
-        self._apply([LiveNote(message.note, velocity, now, message.channel)], message, droppable=True)
+
+        if velocity == 0 and key in self._fed:
+            self._fed.discard(key)
+        elif not self._within(self._note_budget, message, MAX_LIVE_NOTE_RATE):
+            return
+        queued = self._apply([LiveNote(message.note, velocity, now, message.channel)], message, droppable=True)
+        if velocity > 0 and queued:
+            self._fed.add(key)
 
     def _route_control(self, message: mido.Message) -> None:
         commands = self._cc_map.translate(message) if self._cc_map else []
         if commands:
+            if not self._within(self._control_budget, message, MAX_CONTROL_RATE):
+                return
             self._apply(commands, message, droppable=all(isinstance(command, _STEERING) for command in commands))
         elif self._engine.live_thru:
             self._thru(message)
@@ -109,14 +143,23 @@ class InputRouter:
             return False
         return True
 
-    def _apply(self, commands: list, message: mido.Message, droppable: bool = False) -> None:
+    def _within(self, budget: "TokenBucket", message: mido.Message, rate: float) -> bool:
+        """Take one message from `budget`; return whether it may go on to the engine, counting it when not."""
+        if budget.take():
+            return True
+        self._rate_limited.warn("MIDI input: %s dropped: over the rate limit of %d messages a second for its kind; later ones are counted", message, rate)
+        return False
+
+    def _apply(self, commands: list, message: mido.Message, droppable: bool = False) -> bool:
+        """Queue the commands on the engine; return whether they were queued."""
         try:
             queued = self._engine.apply(commands, droppable=droppable)
         except (InvalidInputError, SettingsError) as error:
             log.warning("MIDI input: %s rejected: %s", message, error)
-            return
+            return False
         if not queued:
             self._dropped.warn("MIDI input: %s dropped because the engine is behind; later ones are counted", message)
+        return queued
 
 
 class TokenBucket:

@@ -40,6 +40,10 @@ HANDOVER_GRID_BEATS = 0.25
 # A position this close to a grid line counts as on it: beats computed from
 # seconds carry rounding errors of about 1e-12.
 ON_GRID_TOLERANCE = 1e-6
+# The musician's phrase keeps this many of its latest tokens for `scale auto`.
+# The engine converts the whole list after each live event, so an endless
+# phrase (a player who never pauses for `silence` bars) must not grow it without bound.
+MAX_PHRASE_TOKENS = 256
 
 
 @dataclass(frozen=True)
@@ -131,12 +135,12 @@ class LiveSession:
             log.info("the musician plays at beat %.2f: sideman stops its %s and listens", beat, "answer" if self.mode == CALL_AND_RESPONSE else "line")
             update.interrupt = True
             self._stop_answer()
-        self.phrase_tokens.extend(update.tokens)
+        self._extend_phrase(update.tokens)
         return update
 
     def note_off(self, pitch: int, beat: float) -> LiveUpdate:
         update = LiveUpdate(self._line.note_off(pitch, beat))
-        self.phrase_tokens.extend(update.tokens)
+        self._extend_phrase(update.tokens)
         return update
 
     def due_beat(self) -> float | None:
@@ -158,7 +162,7 @@ class LiveSession:
         """Time has passed without a live event: emit what became determined, and end the phrase after the silence."""
         self._last_advance = beat
         update = LiveUpdate(self._line.advance(beat))
-        self.phrase_tokens.extend(update.tokens)
+        self._extend_phrase(update.tokens)
 
         last_event = self._line.last_event
         phrase_open = self._line.first_onset is not None
@@ -246,9 +250,13 @@ class LiveSession:
 
     def _close_phrase(self, update: LiveUpdate, final_tokens: list[Token]) -> None:
         update.tokens.extend(final_tokens)
-        self.phrase_tokens.extend(final_tokens)
+        self._extend_phrase(final_tokens)
         self.phrases += 1
         self._last_advance = -math.inf
+
+    def _extend_phrase(self, tokens: list[Token]) -> None:
+        self.phrase_tokens.extend(tokens)
+        del self.phrase_tokens[:-MAX_PHRASE_TOKENS]
 
     def _stop_answer(self) -> None:
         self.playing = self.mode == DUET

@@ -3,15 +3,18 @@
 The input is `in` on a client named `sideman-in` (`sideman-in:in` under
 JACK), a client apart from the output's because JACK would rename a second
 client named `sideman`. Messages arrive through python-rtmidi's callback,
-on rtmidi's own thread, and reach the caller as mido.Message objects. Bytes
-that form no valid message and errors of the caller's handler are counted
-and logged without flooding the log, so that a faulty device or handler
-never stops the input.
+on rtmidi's own thread, and reach the caller as mido.Message objects.
+EventParser splits each event's bytes into messages as a MIDI receiver
+does: with running status, and with real-time bytes between the data bytes
+of another message. Bytes that form no valid message and errors of the
+caller's handler are counted and logged without flooding the log, so that
+a faulty device or handler never stops the input.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +22,7 @@ from typing import Any
 
 import mido
 import rtmidi
+from mido.messages.specs import SPEC_BY_STATUS
 
 from sideman.errors import MidiSystemError
 from sideman.midiport import MidiSystem, OpenPort, NativeMidiSystem, choose_backend_for_client, find_port, new_rtmidi_port, own_port_name, wait_for_connection
@@ -26,6 +30,18 @@ from sideman.midiport import MidiSystem, OpenPort, NativeMidiSystem, choose_back
 log = logging.getLogger(__name__)
 
 SUMMARY_INTERVAL = 10.0  # seconds: the shortest time between two log lines about repeated faults
+# A log line shows at most this many bytes of a malformed event; a SysEx can be 64 KiB long.
+MAX_LOGGED_BYTES = 32
+
+SYSEX_START = 0xF0
+SYSEX_END = 0xF7
+ACTIVE_SENSING = 0xFE
+# Real-time status bytes (F8-FF) may stand between the data bytes of any
+# other message (MIDI 1.0), and they leave running status as it is.
+REALTIME_BYTES = bytes(range(0xF8, 0x100))
+_NON_REALTIME_BYTES = bytes(range(0xF8))
+# Splits bytes without real-time bytes at each status byte and keeps it: [data, status, data, status, data, ...].
+_STATUS_SPLIT = re.compile(rb"([\x80-\xff])")
 
 
 NO_VIRTUAL_INPUT_HINT = (
@@ -101,7 +117,7 @@ class RepeatedWarning:
 
 
 class _HexBytes:
-    """MIDI bytes shown as hex (`90 3C 64`) when a log line is formatted, not before."""
+    """MIDI bytes shown as hex (`90 3C 64`) when a log line is formatted, not before; long ones are cut."""
 
     def __init__(self, data: object) -> None:
         self._data = data
@@ -113,7 +129,123 @@ class _HexBytes:
             return repr(self._data)
         if not self._data:
             return "(no bytes)"
-        return " ".join(f"{byte:02X}" if isinstance(byte, int) else repr(byte) for byte in self._data)
+        text = " ".join(f"{byte:02X}" if isinstance(byte, int) else repr(byte) for byte in self._data[:MAX_LOGGED_BYTES])
+        if len(self._data) > MAX_LOGGED_BYTES:
+            text += f" ... ({len(self._data)} bytes)"
+        return text
+
+
+class EventParser:
+    """Split the bytes of rtmidi events into MIDI messages, keeping running status from one event to the next.
+
+    rtmidi normally delivers one whole message per event, but under JACK an
+    event contains whatever bytes the sender wrote. These can be data bytes
+    whose status byte came in an earlier event (running status), real-time
+    bytes between the data bytes of another message, or several messages.
+    Not thread-safe: one parser serves one port, whose events rtmidi
+    delivers one at a time.
+    """
+
+    def __init__(self) -> None:
+        # The status byte of the latest channel message, which data bytes without
+        # a status byte of their own continue. None after a SysEx or a system
+        # common message, or after an invalid event, whose sender's status is unknown.
+        self.running_status: int | None = None
+
+    def take_realtime(self, data: bytes) -> tuple[bytes, bytes]:
+        """Return (real-time bytes, the other bytes) of an event, each in their order."""
+        other = data.translate(None, REALTIME_BYTES)
+        if len(other) == len(data):
+            return b"", data
+        return data.translate(None, _NON_REALTIME_BYTES), other
+
+    def split(self, data: bytes) -> tuple[list[mido.Message], int]:
+        """Return the messages of an event without real-time bytes, and the number of SysEx messages left out of them.
+
+        Raises ValueError, naming the bytes at fault, when the bytes do not
+        split into whole valid messages. Then none of them counts, and running
+        status is cleared.
+        """
+        try:
+            return self._split(data)
+        except ValueError:
+            self.running_status = None
+            raise
+
+    def _split(self, data: bytes) -> tuple[list[mido.Message], int]:
+        parts = _STATUS_SPLIT.split(data)
+        status = self.running_status
+        messages: list[mido.Message] = []
+        sysex = 0
+
+        if parts[0]:
+            if status is None:
+                raise ValueError(f"data byte {parts[0][0]:02X} without a status byte, and no running status to continue")
+            messages.extend(_channel_messages(status, parts[0], _following_status(parts, 1)))
+
+        index = 1
+        while index < len(parts):
+            status, payload = parts[index][0], parts[index + 1]
+            index += 2
+            if status == SYSEX_START:
+                _check_sysex_end(parts, index)
+                sysex += 1
+                index += 2
+                status = None
+            elif status < SYSEX_START:
+                messages.extend(_channel_messages(status, payload, _following_status(parts, index)))
+            else:
+                messages.append(_system_common_message(status, payload))
+                status = None
+
+        self.running_status = status
+        return messages, sysex
+
+
+def _following_status(parts: list[bytes], index: int) -> int | None:
+    """Return the status byte at `index` of a split event, None past its end."""
+    return parts[index][0] if index < len(parts) else None
+
+
+def _channel_messages(status: int, payload: bytes, following: int | None) -> list[mido.Message]:
+    """Return the channel messages of `status` in `payload`: one, or several in running status."""
+    spec = SPEC_BY_STATUS[status]
+    per_message = spec["length"] - 1
+    if not payload or len(payload) % per_message:
+        needs = f"{spec['type']} needs {_count_bytes(per_message)}"
+        last_count = len(payload) % per_message
+        if following is None:
+            raise ValueError(f"{needs}, but the event ends after {last_count}")
+        raise ValueError(f"{needs}, but status byte {following:02X} follows after {last_count}: a data byte must be in range 0..127")
+    return [
+        mido.Message.from_bytes([status, *payload[start:start + per_message]])
+        for start in range(0, len(payload), per_message)
+    ]
+
+
+def _check_sysex_end(parts: list[bytes], index: int) -> None:
+    """Check that the SysEx whose data ends before `index` of a split event ends with F7 and nothing follows F7."""
+    if index >= len(parts) or parts[index][0] != SYSEX_END:
+        following = "the end of the event" if index >= len(parts) else f"status byte {parts[index][0]:02X}"
+        raise ValueError(f"SysEx without its end byte F7: {following} follows its data")
+    trailing = parts[index + 1]
+    if trailing:
+        raise ValueError(f"data byte {trailing[0]:02X} after a SysEx end F7 without a status byte")
+
+
+def _system_common_message(status: int, payload: bytes) -> mido.Message:
+    if status == SYSEX_END:
+        raise ValueError("SysEx end byte F7 without a SysEx start F0")
+    spec = SPEC_BY_STATUS.get(status)
+    if spec is None:
+        raise ValueError(f"undefined status byte {status:02X}")
+    if len(payload) != spec["length"] - 1:
+        raise ValueError(f"{spec['type']} needs {_count_bytes(spec['length'] - 1)}, but it has {len(payload)}")
+    return mido.Message.from_bytes([status, *payload])
+
+
+def _count_bytes(count: int) -> str:
+    return f"{count} data byte" if count == 1 else f"{count} data bytes"
 
 
 class MidiInput(OpenPort):
@@ -126,11 +258,13 @@ class MidiInput(OpenPort):
 
     `on_message(message)` runs on rtmidi's thread (under JACK, JACK's process
     thread), so it should return quickly. `message.time` is rtmidi's delta
-    time: seconds since the previous message rtmidi delivered on this port,
-    0 for the first. The counts, for the status reply: `received` (valid
-    messages passed to `on_message`), `malformed` (events dropped because
-    their bytes form no valid message) and `handler_errors` (exceptions
-    raised by `on_message`).
+    time: seconds since the previous event rtmidi delivered on this port,
+    0 for the first, and 0 for the second and later messages of one event.
+    The counts, for the status reply: `received` (valid messages passed to
+    `on_message`), `malformed` (events, or undefined real-time bytes, dropped
+    because their bytes form no valid message), `ignored` (SysEx and active
+    sensing messages dropped, as the port's filter drops them) and
+    `handler_errors` (exceptions raised by `on_message`).
     """
 
     def __init__(
@@ -150,13 +284,18 @@ class MidiInput(OpenPort):
         self.backend = backend
         self.connected_to = connected_to
         self._on_message = on_message
+        self._parser = EventParser()
         self.received = 0
+        self.ignored = 0
         self._malformed = RepeatedWarning(f"%d more malformed MIDI messages dropped on {name}", clock)
         self._handler_errors = RepeatedWarning(f"%d more MIDI input handler errors on {name}", clock)
 
         # SysEx and active sensing can arrive by the thousand and sideman uses
         # neither. Timing messages stay, because MIDI clock, start, stop,
         # continue and song position are how a DAW leads the transport.
+        # NOTE: with the JACK API, RtMidi (python-rtmidi 1.5.8) takes every event
+        # after a SysEx start without its end byte F7 for part of that SysEx
+        # until an event ends with F7, so such a SysEx silences this input until then.
         port.ignore_types(sysex=True, timing=False, active_sense=True)
         port.set_callback(self._receive)
 
@@ -169,23 +308,49 @@ class MidiInput(OpenPort):
         return self._handler_errors.count
 
     def _receive(self, event: tuple[list[int], float], data: object = None) -> None:
-        """Pass one rtmidi event on to `on_message`; rtmidi calls this on its thread.
+        """Pass the messages of one rtmidi event on to `on_message`; rtmidi calls this on its thread.
 
         Nothing may raise from here into rtmidi, so parse errors and the
         handler's exceptions are counted and logged, never re-raised.
+        Real-time messages go first: they arrived before the message around
+        them was complete. The event's other bytes are passed on whole or
+        not at all.
         """
         if self._port is None:
             return  # closed while rtmidi was delivering
 
         try:
-            message = _parse_event(event)
+            raw, delta = _event_parts(event)
         except (ValueError, TypeError) as error:
-            self._malformed.warn(
-                "dropped a malformed MIDI message on %s: %s (%s); later ones are counted and reported at most every %.0f s",
-                self.name, _HexBytes(_event_bytes(event)), error, SUMMARY_INTERVAL,
-            )
+            self._warn_malformed(event, error)
             return
+        realtime, other = self._parser.take_realtime(raw)
 
+        messages = []
+        for status in realtime:
+            if status == ACTIVE_SENSING:
+                self.ignored += 1
+            elif status in SPEC_BY_STATUS:
+                messages.append(mido.Message.from_bytes([status]))
+            else:
+                self._warn_malformed(event, ValueError(f"undefined real-time status byte {status:02X}"))
+
+        if other:
+            try:
+                parsed, sysex = self._parser.split(other)
+            except ValueError as error:
+                self._warn_malformed(event, error)
+                parsed, sysex = [], 0
+            messages.extend(parsed)
+            self.ignored += sysex
+        elif not realtime:
+            self._warn_malformed(event, ValueError("an event needs at least one byte"))
+
+        for index, message in enumerate(messages):
+            message.time = delta if index == 0 else 0.0
+            self._deliver(message)
+
+    def _deliver(self, message: mido.Message) -> None:
         self.received += 1
         log.debug("MIDI in %s: %s", self.name, message)
         try:
@@ -195,6 +360,12 @@ class MidiInput(OpenPort):
                 "MIDI input handler failed on %s for %s; later errors are counted and reported at most every %.0f s",
                 self.name, message, SUMMARY_INTERVAL, exc_info=True,
             )
+
+    def _warn_malformed(self, event: object, error: Exception) -> None:
+        self._malformed.warn(
+            "dropped a malformed MIDI message on %s: %s (%s); later ones are counted and reported at most every %.0f s",
+            self.name, _HexBytes(_event_bytes(event)), error, SUMMARY_INTERVAL,
+        )
 
     def close(self) -> None:
         """Stop the callback, close the port and free its client; closing again does nothing."""
@@ -215,10 +386,13 @@ class MidiInput(OpenPort):
         )
 
 
-def _parse_event(event: tuple[list[int], float]) -> mido.Message:
-    """Return the mido.Message of an rtmidi event (bytes, delta time); raise ValueError or TypeError when invalid."""
+def _event_parts(event: object) -> tuple[bytes, float]:
+    """Return the bytes and delta time (seconds) of an rtmidi event; raise TypeError or ValueError when invalid."""
     data, delta = event
-    return mido.Message.from_bytes(data, time=delta)
+    if isinstance(delta, bool) or not isinstance(delta, (int, float)):
+        raise TypeError(f"delta time {delta!r} is not a number of seconds")
+    # bytes() checks each byte: TypeError for a non-integer, ValueError outside 0..255.
+    return bytes(data), float(delta)
 
 
 def _event_bytes(event: object) -> object:
