@@ -319,6 +319,7 @@ def _keep_ports(outputs: list["SharedOutput"], inputs: list["KeptInput"], resour
     """Under JACK, start the port keeper: it restores lost connections and reopens the ports after a server restart."""
     from .midiport import open_output
     from .portkeeper import KeptConnection, KeptOutput, PortKeeper
+    from .sendbudget import SendBudget
 
     if any(getattr(shared.port, "backend", None) != "jack" for shared in outputs):
         return
@@ -349,6 +350,9 @@ def _keep_ports(outputs: list["SharedOutput"], inputs: list["KeptInput"], resour
         logger.warning("lost MIDI ports will not be reopened: %s", error)
         return
     resources.callback(keeper.close)
+    for shared in outputs:
+        # A stalled server must not make python-rtmidi freeze the daemon: drop instead.
+        shared.set_send_guard(SendBudget(keeper.current_watch).allows)
 
 
 def _start_osc(settings: Settings, engine: "Engine", samplers: dict[str, type], seeders: dict[str, type], resources: ExitStack) -> None:

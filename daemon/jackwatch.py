@@ -39,6 +39,8 @@ def _declare(library: ctypes.CDLL) -> None:
     library.jack_port_by_name.restype = ctypes.c_void_p
     library.jack_port_connected_to.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
     library.jack_connect.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+    library.jack_last_frame_time.argtypes = [ctypes.c_void_p]
+    library.jack_last_frame_time.restype = ctypes.c_uint32
 
 
 class JackWatch:
@@ -84,6 +86,14 @@ class JackWatch:
             if self._client is None or self.lost.is_set():
                 return False
             return bool(self._library.jack_port_by_name(self._client, name.encode()))
+
+    def last_frame_time(self) -> int | None:
+        """Return the frame time at which the server began its latest process cycle; None once the server is gone."""
+        client = self._client
+        if client is None or self.lost.is_set():
+            return None
+        # A read of the server's shared memory, cheap enough for every MIDI message.
+        return int(self._library.jack_last_frame_time(client))
 
     def connected(self, source: str, destination: str) -> bool:
         """Return whether the port `source` sends to the port `destination`."""

@@ -128,6 +128,10 @@ class PortKeeper:
         self._thread: threading.Thread | None = None
         self.server_restarts = 0
 
+    def current_watch(self) -> JackWatch | None:
+        """Return the watch client on the running server, or None while the server is being reached again."""
+        return self._watch
+
     def start(self) -> None:
         """Watch from now on; raise MidiSystemError when no JACK server runs."""
         self._watch = self._watch_factory()

@@ -17,6 +17,7 @@ the engine's thread.
 """
 
 import logging
+from typing import Callable
 
 import threading
 from collections import deque
@@ -58,6 +59,8 @@ class SharedOutput:
         self.dropped = 0  # messages dropped while the port was lost or because sending failed
         self._failures_unreported = 0
         self._failure_warned_at: float | None = None
+        # Decides from a message's size whether sending it now could block (sideman.sendbudget); None allows all.
+        self._send_guard: Callable[[int], bool] | None = None
 
     @property
     def clock(self) -> Clock:
@@ -107,6 +110,10 @@ class SharedOutput:
         with self._lock:
             self._suspended = False
             self._sounding.clear()
+
+    def set_send_guard(self, guard: Callable[[int], bool] | None) -> None:
+        with self._lock:
+            self._send_guard = guard
 
     def port_lost(self) -> object:
         """Stop sending to the port, which went away: messages are dropped and counted until `replace_port`. Return the old port."""
@@ -182,6 +189,9 @@ class SharedOutput:
     def _send_bytes(self, message: mido.Message) -> bool:
         """Send under the lock; drop and count the message when the port is lost or the send fails. Return whether it went out."""
         if self._lost or self._suspended:
+            self.dropped += 1
+            return False
+        if self._send_guard is not None and not self._send_guard(len(message.bytes())):
             self.dropped += 1
             return False
         try:

@@ -72,6 +72,12 @@ class JackServer:
                 raise JackServerError(f"jackd accepted no client within {timeout:.0f} s: {self.log()}")
             time.sleep(0.1)
 
+    @property
+    def pid(self) -> int:
+        """The jackd process's id, for tests that stop it with a signal."""
+        assert self._process is not None, "the JACK server is not running"
+        return self._process.pid
+
     def accepts_clients(self) -> bool:
         result = subprocess.run(["jack_lsp", "-s", self.name], capture_output=True, stdin=subprocess.DEVNULL)
         return result.returncode == 0

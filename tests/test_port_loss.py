@@ -6,6 +6,9 @@ sounding at the receivers it reaches.
 
 import os
 import signal
+import subprocess
+import sys
+import threading
 import time
 
 import mido
@@ -141,3 +144,65 @@ def test_sigterm_while_jack_server_is_gone(tmp_path, jack_server):
         daemon.kill()
         jack_server.start()
         daemon.close()
+
+
+# Sends notes through SharedOutput with a SendBudget, as the daemon does, and
+# prints how many went out and how many were dropped. It runs in a process of
+# its own because, without the budget, python-rtmidi would block it for good.
+STALLED_SENDER = """
+import sys, time
+import mido
+from sideman.jackwatch import JackWatch
+from sideman.midiport import open_output
+from sideman.sendbudget import SendBudget
+from sideman.sharedoutput import SharedOutput
+from sideman.clock import MonotonicClock
+
+watch = JackWatch("sideman-test-watch")
+output = SharedOutput(open_output("jack", client_name="sideman-test-stall"), MonotonicClock())
+output.set_send_guard(SendBudget(lambda: watch).allows)
+print("ready", flush=True)
+sys.stdin.readline()
+started = time.perf_counter()
+for index in range(20000):
+    output.send(mido.Message("note_on" if index % 2 == 0 else "note_off", note=60, velocity=90 if index % 2 == 0 else 0))
+print("sent", 20000 - output.dropped, "dropped", output.dropped, "seconds", round(time.perf_counter() - started, 3), flush=True)
+"""
+
+
+def test_stalled_jack_server_drops_instead_of_freezing(jack_server):
+    sender = subprocess.Popen([sys.executable, "-c", STALLED_SENDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert sender.stdout.readline().strip() == "ready"
+        os.kill(jack_server.pid, signal.SIGSTOP)
+        try:
+            sender.stdin.write("go\n")
+            sender.stdin.flush()
+            # Frozen, the sender would never print; the read then waits for the kill below.
+            line = _read_line_within(sender, 30.0)
+        finally:
+            os.kill(jack_server.pid, signal.SIGCONT)
+        # Closing its JACK client needs the server running again.
+        assert sender.wait(30.0) == 0
+    finally:
+        if sender.poll() is None:
+            sender.kill()
+            sender.wait(10)
+        sender.stdin.close()
+        sender.stdout.close()
+
+    words = line.split()
+    assert words[0] == "sent", line
+    assert int(words[3]) > 0, f"nothing was dropped while the server was stopped: {line}"
+
+
+def _read_line_within(process: subprocess.Popen, timeout: float) -> str:
+    """Return the next line of the process's stdout, or kill the process and fail after `timeout` seconds."""
+    timer = threading.Timer(timeout, process.kill)
+    timer.start()
+    try:
+        line = process.stdout.readline()
+    finally:
+        timer.cancel()
+    assert line, f"no output within {timeout:g} s: the sender froze"
+    return line
