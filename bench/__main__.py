@@ -24,7 +24,7 @@ from bench.live import private_jack_server
 from bench.offline import run_offline_benchmark
 from bench.onsets import run_onset_benchmark
 from bench.ready import run_ready_benchmark
-from bench.report import RunInfo, Section, format_report, format_sections
+from bench.report import RunInfo, Section, format_report, format_sections, hide_folder_argument
 from bench.step import StepCounts, benchmark_model, run_step_benchmark
 
 log = logging.getLogger("bench")
@@ -52,19 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def shown_arguments(arguments: list[str]) -> list[str]:
-    """Return the arguments with the corpus folder after --wjazzd replaced by FOLDER: a path of this machine means nothing to a reader."""
-    shown = []
-    hide_next = False
-    for argument in arguments:
-        if hide_next:
-            shown.append("FOLDER")
-            hide_next = False
-        elif argument.startswith("--wjazzd="):
-            shown.append("--wjazzd=FOLDER")
-        else:
-            shown.append(argument)
-            hide_next = argument == "--wjazzd"
-    return shown
+    """Return the arguments as the report shows them, with the folder after --wjazzd hidden."""
+    return hide_folder_argument(arguments, "--wjazzd")
 
 
 def run_live_sections(selected: set[str], workdir: Path, csv_dir: Path, quick: bool, model: str | None) -> list[Section]:

@@ -175,3 +175,22 @@ def write_rows_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[ob
         writer.writerow(header)
         writer.writerows(rows)
     return path
+
+
+def hide_folder_argument(arguments: list[str], option: str) -> list[str]:
+    """Return the arguments with the folder after `option` (as `--opt DIR` or `--opt=DIR`) replaced by FOLDER.
+
+    A path of this machine means nothing to a reader of the report.
+    """
+    shown = []
+    hide_next = False
+    for argument in arguments:
+        if hide_next:
+            shown.append("FOLDER")
+            hide_next = False
+        elif argument.startswith(f"{option}="):
+            shown.append(f"{option}=FOLDER")
+        else:
+            shown.append(argument)
+            hide_next = argument == option
+    return shown

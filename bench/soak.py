@@ -50,7 +50,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from bench.live import SIDEMAN, ShownNote, free_udp_port, osc_datagram, parse_show_output, private_jack_server
 from bench.machine import Machine, describe_machine, load_average
 from bench.onsets import onset_errors
-from bench.report import Row, format_table, latency_row, write_quantiles_csv, write_rows_csv
+from bench.report import Row, hide_folder_argument, format_table, latency_row, write_quantiles_csv, write_rows_csv
 from sideman.midiport import JACK_SETTLE_TIME
 from sideman.notenames import pitch_name
 from tests.jack import connect_ports
@@ -1340,19 +1340,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def shown_arguments(arguments: list[str]) -> list[str]:
-    """Return the arguments with the folder after --keep replaced by FOLDER: a path of this machine means nothing to a reader."""
-    shown = []
-    hide_next = False
-    for argument in arguments:
-        if hide_next:
-            shown.append("FOLDER")
-            hide_next = False
-        elif argument.startswith("--keep="):
-            shown.append("--keep=FOLDER")
-        else:
-            shown.append(argument)
-            hide_next = argument == "--keep"
-    return shown
+    """Return the arguments as the report shows them, with the folder after --keep hidden."""
+    return hide_folder_argument(arguments, "--keep")
 
 
 def main(argv: list[str] | None = None) -> int:
