@@ -53,6 +53,7 @@ class SharedOutput:
         # (clock time, echo window in seconds, message bytes) of recent note messages, oldest first.
         self._sent: deque[tuple[float, float, tuple[int, ...]]] = deque(maxlen=SENT_REMEMBERED)
         self._sounding: set[tuple[int, int]] = set()  # (channel, pitch)
+        self._owed_offs: set[tuple[int, int]] = set()  # sounding notes whose note_off the port refused
         self.echoes = 0
         self._lost = False  # the port went away with its server
         self._suspended = False  # the port's only listener went away
@@ -110,6 +111,7 @@ class SharedOutput:
         with self._lock:
             self._suspended = False
             self._sounding.clear()
+            self._owed_offs.clear()
 
     def set_send_guard(self, guard: Callable[[int], bool] | None) -> None:
         with self._lock:
@@ -120,6 +122,7 @@ class SharedOutput:
         with self._lock:
             self._lost = True
             self._sounding.clear()
+            self._owed_offs.clear()
             return self._output
 
     def replace_port(self, output) -> object:
@@ -128,6 +131,7 @@ class SharedOutput:
             old, self._output = self._output, output
             self._lost = False
             self._sounding.clear()
+            self._owed_offs.clear()
             return old
 
     @property
@@ -166,6 +170,8 @@ class SharedOutput:
         return False
 
     def _send_note(self, message: mido.Message, echo_window: float) -> None:
+        if self._owed_offs:
+            self._send_owed_offs(echo_window)
         key = (message.channel, message.note)
         on = _turns_on(message)
         if not on and key not in self._sounding:
@@ -177,8 +183,21 @@ class SharedOutput:
         sent = self._send_and_remember(message, echo_window)
         if on and sent:
             self._sounding.add(key)
-        elif not on:
+        elif not on and (sent or self._lost or self._suspended):
             self._sounding.discard(key)
+            self._owed_offs.discard(key)
+        elif not on:
+            # The port is there but refused the note_off (a stalled server, a
+            # failed send): the note still sounds, so its note_off goes out first
+            # once the port takes messages again.
+            self._owed_offs.add(key)
+
+    def _send_owed_offs(self, echo_window: float) -> None:
+        for channel, pitch in sorted(self._owed_offs):
+            if not self._send_and_remember(mido.Message("note_off", channel=channel, note=pitch, velocity=0), echo_window):
+                return
+            self._owed_offs.discard((channel, pitch))
+            self._sounding.discard((channel, pitch))
 
     def _send_and_remember(self, message: mido.Message, echo_window: float) -> bool:
         if not self._send_bytes(message):

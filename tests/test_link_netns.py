@@ -38,9 +38,10 @@ REPLY_TIMEOUT = 10.0  # seconds a process may take to reply to one command
 CONVERGE_TIMEOUT = 15.0  # seconds the session may take to reach an expected state
 EXIT_TIMEOUT = 5.0
 # Two Link peers on one machine agree on the beat phase to microseconds
-# once the peer measurement finished. A few milliseconds allow for the beat
-# readings and for LinkSync's own 1 ms phase tolerance.
-PHASE_AGREEMENT = 0.003
+# once the peer measurement finished. The allowance covers the beat readings,
+# each taken between two clock reads by a process that a busy 2-core machine
+# can hold up for several milliseconds, and LinkSync's own 1 ms phase tolerance.
+PHASE_AGREEMENT = 0.010
 
 _namespace_numbers = itertools.count()
 
@@ -209,13 +210,14 @@ def test_play_lands_on_the_peer_timeline_after_joining(start_process):
 
     updates = sideman.request("state")["updates"]
     last_start = max(index for index, update in enumerate(updates) if update[0] == "start")
-    relocations = [update for update in updates[last_start:] if update[0] == "relocate"]
+    moves = [update for update in updates[last_start + 1:] if update[0] in ("relocate", "tempo")]
 
     # sideman starts at once on its own timeline; the join then moves the
     # phase: before the start that gives a new START on a bar line, after it
-    # a RELOCATE.
-    if relocations:
-        action, beat, time_ = relocations[-1]
+    # a RELOCATE, or a TEMPO when the tempo changed with it. The latest of
+    # them places sideman's beats, and they must agree with the peer's.
+    if moves:
+        action, beat, time_ = moves[-1]
     else:
         action, beat, time_ = updates[last_start]
         assert beat % BEATS_PER_BAR == pytest.approx(0.0)

@@ -76,3 +76,21 @@ def test_shared_output_drops_what_the_guard_refuses():
     assert [message.note for message in port.sent] == [60, 62]
     assert shared.dropped == 1
     assert shared.sounding(0) == [60, 62]
+
+
+def test_refused_note_off_is_sent_once_the_port_takes_messages():
+    port = FakePort()
+    shared = SharedOutput(port, FakeClock())
+    frames = FakeFrames()
+    budget = SendBudget(lambda: frames, budget_bytes=7)
+    shared.set_send_guard(budget.allows)
+
+    shared.send(mido.Message("note_on", note=60, velocity=90))
+    shared.send(mido.Message("note_off", note=60, velocity=0))
+    assert shared.sounding(0) == [60]
+
+    frames.frame = 64
+    shared.send(mido.Message("note_on", note=62, velocity=90))
+
+    assert [(message.type, message.note) for message in port.sent] == [("note_on", 60), ("note_off", 60)]
+    assert shared.sounding(0) == []
