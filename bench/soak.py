@@ -100,9 +100,11 @@ class PitchBalance:
 class NoteBalance:
     """Count note_on and note_off messages per (channel, pitch) as they arrive, across port closings.
 
-    Only messages that arrived count. A note_on open when the port closes
-    stays open: its note_off may still arrive after the port returns. A
-    note_on with velocity 0 counts as a note_off, as MIDI defines it.
+    Only messages that arrived count. A note_on open when the port closes is
+    counted as open at a closing and then closed: a synth that goes away
+    sounds nothing, and sideman sends no note_off for it after the port
+    returns, so such a note_off would count as stray. A note_on with
+    velocity 0 counts as a note_off, as MIDI defines it.
     All Notes Off (CC 123) is counted on its own and closes nothing, so the
     balance shows whether every note_on got its own note_off.
     """
@@ -134,10 +136,11 @@ class NoteBalance:
                 self._stray[key] += 1
 
     def port_closed(self) -> None:
-        """Note which note_ons were open when the receiver's port closed."""
+        """Note which note_ons were open when the receiver's port closed, and close them: the receiver sounds nothing any more."""
         for key, count in self._open.items():
             if count > 0:
                 self._open_at_disconnect[key] += count
+        self._open.clear()
 
     def rows(self) -> list[PitchBalance]:
         """Return one row per (channel, pitch) that received any note message, in order."""
@@ -1189,8 +1192,9 @@ def soak_notes(run: SoakRun, balance: NoteBalance, onsets: OnsetMatch, rss: RssV
         )
         + f"Outside it the daemon ignored the phrases (live_notes_ignored {status.get('live_notes_ignored', '?')} at the end).",
         "Note balance: every note_on and note_off that reached the receiver, counted per channel and pitch across the port's "
-        "closings. A note_on open when the port closed stays open until its note_off arrives, and a note_off that arrives "
-        "after the port returned, for a note_on sent while it was away, counts as a stray note_off. "
+        "closings. A note_on open when the port closed ends there (a synth that goes away sounds nothing) and is "
+        "counted as open at a closing; a note_off that arrives after the port returned for a note that is not open "
+        "counts as a stray note_off. "
         f"{balance.all_notes_off} All Notes Off (CC 123) arrived and close nothing in this count. "
         + (
             "Pitches out of balance: " + "; ".join(

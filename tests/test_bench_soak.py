@@ -106,19 +106,22 @@ def test_balance_all_notes_off_closes_nothing():
     assert balance.rows()[0].unmatched_note_ons == 1
 
 
-def test_balance_counts_across_port_closing():
-    """A note open when the port closes is balanced by a note_off arriving after the port returns."""
+def test_balance_closing_ends_open_notes():
+    """A note open when the port closes ends with it; a note_off for it after the port returns is stray."""
     balance = NoteBalance()
     balance.add(note_on(60))
     balance.port_closed()
-    balance.add(note_off(60))
 
-    row = balance.rows()[0]
     assert balance.exact
-    assert row.open_at_disconnect == 1
+    assert balance.rows()[0].open_at_disconnect == 1
+
+    balance.add(note_off(60))
+    row = balance.rows()[0]
+    assert not balance.exact
+    assert row.stray_note_offs == 1
 
 
-def test_balance_note_cut_by_closing_stays_open():
+def test_balance_note_cut_by_closing_is_counted():
     received = [
         ReceivedMessage(0, note_on(60), 1.0),
         ReceivedMessage(0, note_off(60), 1.1),
@@ -130,21 +133,21 @@ def test_balance_note_cut_by_closing_stays_open():
     balance = note_balance(received)
 
     rows = {row.pitch: row for row in balance.rows()}
-    assert not balance.exact
-    assert rows[62].unmatched_note_ons == 1
+    assert balance.exact
+    assert rows[62].unmatched_note_ons == 0
     assert rows[62].open_at_disconnect == 1
     assert rows[60].open_at_disconnect == 0
     assert rows[64].exact
 
 
 def test_balance_counts_every_closing_between_segments():
-    """Segments 0 and 2 with none received in segment 1: two closings, so a note open through both counts twice."""
+    """Segments 0 and 2 with none received in segment 1: the note ends at the first closing, and its late note_off is stray."""
     received = [ReceivedMessage(0, note_on(60), 1.0), ReceivedMessage(2, note_off(60), 9.0)]
 
     row = note_balance(received).rows()[0]
 
-    assert row.open_at_disconnect == 2
-    assert row.exact
+    assert row.open_at_disconnect == 1
+    assert row.stray_note_offs == 1
 
 
 # --- Daemon log -------------------------------------------------------------------
