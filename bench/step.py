@@ -349,7 +349,7 @@ def live_step_budget(samples_us: dict[str, np.ndarray]) -> str:
     parts = ", ".join(f"{name.removeprefix('part: ')} {value:.1f} us" for name, value in p50.items() if name.startswith("part:"))
     return (
         f"Where the live step's time goes (p50): {parts}. The floor's {LIVE_STEP_NUMPY_CALLS} empty numpy calls take "
-        f"{p50['floor']:.1f} us of the live step's {p50['live step']:.1f} us; the rest is the arithmetic, mostly the two "
+        f"{p50['floor']:.1f} us of the live step's {p50['live step']:.1f} us; the rest is the arithmetic, mostly the "
         "one matrix-vector product (65 x 1,024: the Dense layer and the next step's recurrent gates), the tanh and exp "
         "calls and the sampler's cumulative sum over 768 tokens. "
         f"At p99 the live step takes {p99['live step']:.1f} us and the floor {p99['floor']:.1f} us. "

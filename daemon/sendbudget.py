@@ -9,10 +9,10 @@ daemon freezes: no notes, no OSC, no signals.
 
 A SendBudget prevents it. It counts the bytes written since the JACK
 server last began a process cycle (libjack's jack_last_frame_time, read
-through the port keeper's watch client) and refuses a message once they
+through the port keeper's watch client) and rejects a message once they
 reach BUDGET_BYTES. The output then drops and counts it. A cycle that
-runs drains the buffer and restores the budget, so a healthy server never
-sees a drop: a period carries a few messages, not hundreds.
+runs drains the buffer and restores the budget. A period of a healthy
+server carries a few messages, not hundreds, so it drops none.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class SendBudget:
             return not self._stalled
         if frame != self._frame:
             if self._stalled:
-                log.warning("the JACK server runs its cycles again after %d refused MIDI messages", self.refused)
+                log.warning("the JACK server runs its cycles again; %d MIDI messages were dropped while it stalled", self.refused)
                 self._stalled = False
             self._frame = frame
             self._written = 0

@@ -78,7 +78,7 @@ def test_shared_output_drops_what_the_guard_refuses():
     assert shared.sounding(0) == [60, 62]
 
 
-def test_refused_note_off_is_sent_once_the_port_takes_messages():
+def test_refused_note_off_sent_later():
     port = FakePort()
     shared = SharedOutput(port, FakeClock())
     frames = FakeFrames()
