@@ -108,21 +108,27 @@ def _end_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-JACK_LSP_ATTEMPTS = 5
+JACK_LSP_TIMEOUT = 15.0  # seconds of failed jack_lsp runs before a listing gives up
 
 
 def jack_ports() -> list[str]:
     """Return every port of the JACK server that JACK_DEFAULT_SERVER names, audio ones included.
 
-    jack_lsp exits with 1 now and then when the server is slow to accept a
-    client on a busy machine, so a failure is retried a few times.
+    jack_lsp opens a new JACK client each time, and on a busy machine that
+    open fails now and then for a few seconds while the server waits for a
+    late client (the test servers run with --sync). A failure is retried
+    until JACK_LSP_TIMEOUT, and the last error names what jack_lsp printed.
     """
-    for attempt in range(JACK_LSP_ATTEMPTS):
+    deadline = time.monotonic() + JACK_LSP_TIMEOUT
+    pause = 0.1
+    while True:
         result = subprocess.run(["jack_lsp"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if result.returncode == 0:
             return result.stdout.splitlines()
-        time.sleep(0.2 * (attempt + 1))
-    raise subprocess.CalledProcessError(result.returncode, result.args, result.stdout, result.stderr)
+        if time.monotonic() > deadline:
+            raise JackServerError(f"jack_lsp failed for {JACK_LSP_TIMEOUT:.0f} s; it printed: {result.stderr.strip()!r}")
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
 
 
 def wait_for_port(name_part: str, timeout: float = 10.0) -> str:
