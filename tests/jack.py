@@ -108,16 +108,17 @@ def _end_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-JACK_LSP_TIMEOUT = 15.0  # seconds of failed jack_lsp runs before a listing gives up
+JACK_LSP_TIMEOUT = 15.0  # seconds of failed jack_lsp runs before jack_ports raises
 
 
 def jack_ports() -> list[str]:
     """Return every port of the JACK server that JACK_DEFAULT_SERVER names, audio ones included.
 
-    jack_lsp opens a new JACK client each time, and on a busy machine that
-    open fails now and then for a few seconds while the server waits for a
-    late client (the test servers run with --sync). A failure is retried
-    until JACK_LSP_TIMEOUT, and the last error names what jack_lsp printed.
+    jack_lsp opens a new JACK client each time. In a CI run that open failed
+    five times within 2 s while a daemon was starting, so a failure is
+    retried until JACK_LSP_TIMEOUT. The error quotes jack_lsp's last stderr.
+
+    NOTE: why the open failed is not known, because that run kept no stderr.
     """
     deadline = time.monotonic() + JACK_LSP_TIMEOUT
     pause = 0.1
@@ -126,7 +127,7 @@ def jack_ports() -> list[str]:
         if result.returncode == 0:
             return result.stdout.splitlines()
         if time.monotonic() > deadline:
-            raise JackServerError(f"jack_lsp failed for {JACK_LSP_TIMEOUT:.0f} s; it printed: {result.stderr.strip()!r}")
+            raise JackServerError(f"jack_lsp failed for {JACK_LSP_TIMEOUT:.0f} s; its last stderr: {result.stderr.strip()!r}")
         time.sleep(pause)
         pause = min(pause * 2, 1.0)
 
