@@ -36,11 +36,12 @@ TF_FUNCTION_RATIO_TARGET = 5.0
 STATE_SIZES = (64, 128, 256)
 VOCABULARY_SIZE = 768
 # The numpy calls one live step makes with the temperature chooser at its
-# default value 1: 8 in Stepper.advance, 2 in Stepper.weights (the product
-# of [a, 1] with the joint matrix, exp) and 3 in Temperature.choose_weights.
-# The floor row times as many calls that do no work, which is what the
-# interpreter alone costs.
-LIVE_STEP_NUMPY_CALLS = 13
+# default value 1: 8 in Stepper.advance, 1 in Stepper.logits (the product of
+# [a, 1] with the joint matrix) and 2 in Temperature.choose_logits (adding the
+# Gumbel noise, argmax). The floor row times as many calls that do no work,
+# which is what the interpreter alone costs.
+LIVE_STEP_NUMPY_CALLS = 11
+PREPARE_ROW = "noise drawn ahead (Improviser.prepare, between steps)"
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,31 @@ def time_calls(call: Callable[[], object], count: int, warmup: int) -> np.ndarra
         call()
         samples[index] = clock() - started
     return samples
+
+
+def time_live_steps(improviser: Improviser, count: int, warmup: int) -> tuple[np.ndarray, np.ndarray]:
+    """Time `count` draws and the `prepare` call after each, as the engine makes them, and return both in nanoseconds.
+
+    The engine calls Improviser.prepare while it waits for its next event,
+    so the draw's latency does not contain it. Its time is returned apart,
+    so that the table shows what drawing the noise ahead costs per note.
+    """
+    draw, prepare = improviser.draw, improviser.prepare
+    for _ in range(warmup):
+        draw()
+        prepare()
+
+    draws = np.empty(count, dtype=np.int64)
+    prepares = np.empty(count, dtype=np.int64)
+    clock = time.perf_counter_ns
+    for index in range(count):
+        started = clock()
+        draw()
+        drawn = clock()
+        prepare()
+        draws[index] = drawn - started
+        prepares[index] = clock() - drawn
+    return draws, prepares
 
 
 def microseconds(samples_ns: np.ndarray) -> np.ndarray:
@@ -130,12 +156,6 @@ def benchmark_model(model: str | None) -> tuple[Bundle, str]:
         return random_bundle(64, synthetic_vocabulary()), f"random weights (n_a = 64, {VOCABULARY_SIZE} tokens), because the model did not load"
 
 
-def live_step(bundle: Bundle, chain: SamplerChain, seed: int = 0) -> Callable[[], int]:
-    """Return one live step: Improviser.draw, as the engine calls it for each note."""
-    improviser = Improviser(bundle, chain, seed)
-    return improviser.draw
-
-
 def interpreter_floor() -> Callable[[], None]:
     """Return LIVE_STEP_NUMPY_CALLS numpy calls that do almost no work (adding four floats)."""
     operand = np.zeros(4, dtype=np.float32)
@@ -151,46 +171,52 @@ def interpreter_floor() -> Callable[[], None]:
 
 
 def time_live_step_parts(bundle: Bundle, chain: SamplerChain, counts: StepCounts) -> dict[str, np.ndarray]:
-    """Time the three parts of a live step separately, in nanoseconds: LSTM step, Dense with exp, sampler chain.
+    """Time the three parts of a live step separately, in nanoseconds: LSTM step, Dense layer, sampler chain.
 
-    The loop repeats what Improviser.draw does, with a clock read between the parts.
+    The loop repeats what Improviser.draw does, with a clock read between the
+    parts, and prepares the noise untimed after each step as the engine does.
     """
     improviser = Improviser(bundle, chain, seed=0)
     stepper, context = improviser.stepper, improviser.context
+    from_logits = chain.chooser.takes_logits and not chain.filters
     clock = time.perf_counter_ns
     parts = np.empty((counts.warmup + counts.steps, 3), dtype=np.int64)
     token = None
-    scale = None if chain.filters else chain.chooser.weights_scale()
     for index in range(len(parts)):
         started = clock()
         stepper.advance(token)
         advanced = clock()
-        softmaxed = advanced
-        if scale is None:
-            token = chain.choose(stepper.probabilities(), context)
+        if from_logits:
+            logits = stepper.logits()
+            densed = clock()
+            token = chain.chooser.choose_logits(logits, context)
         else:
-            weights = stepper.weights(scale)
-            softmaxed = clock()
-            token = chain.chooser.choose_weights(weights, context)
+            probabilities = stepper.probabilities()
+            densed = clock()
+            token = chain.choose(probabilities, context)
         chosen = clock()
         context.recent.append(token)
-        parts[index] = (advanced - started, softmaxed - advanced, chosen - softmaxed)
+        improviser.prepare()
+        parts[index] = (advanced - started, densed - advanced, chosen - densed)
 
     timed = parts[counts.warmup:]
+    dense_part = "Stepper.logits (Dense and next gates)" if from_logits else "Stepper.probabilities (Dense, next gates, softmax)"
     return {
         "part: Stepper.advance (LSTM step)": timed[:, 0],
-        "part: Stepper.weights (Dense and next gates, exp)": timed[:, 1],
+        f"part: {dense_part}": timed[:, 1],
         "part: sampler chain": timed[:, 2],
     }
 
 
 def measure_live_steps(bundle: Bundle, chain_factory: Callable[[], SamplerChain], counts: StepCounts) -> dict[str, np.ndarray]:
-    """Time the live step with `bundle` and its parts, with random weights of every size in STATE_SIZES, and the interpreter floor."""
-    samples = {"live step": time_calls(live_step(bundle, chain_factory()), counts.steps, counts.warmup)}
+    """Time the live step with `bundle`, its parts and its noise, with random weights of every size in STATE_SIZES, and the interpreter floor."""
+    draws, prepares = time_live_steps(Improviser(bundle, chain_factory(), seed=0), counts.steps, counts.warmup)
+    samples = {"live step": draws, PREPARE_ROW: prepares}
     samples.update(time_live_step_parts(bundle, chain_factory(), counts))
     for n_a in STATE_SIZES:
         random_model = random_bundle(n_a, bundle.vocabulary, seed=n_a)
-        samples[f"live step, random n_a = {n_a}"] = time_calls(live_step(random_model, chain_factory()), counts.steps, counts.warmup)
+        draws, _ = time_live_steps(Improviser(random_model, chain_factory(), seed=0), counts.steps, counts.warmup)
+        samples[f"live step, random n_a = {n_a}"] = draws
     samples["floor"] = time_calls(interpreter_floor(), counts.steps, counts.warmup)
     return samples
 
@@ -330,6 +356,10 @@ def step_rows(samples_us: dict[str, np.ndarray]) -> list[Row]:
         if name == "live step":
             row.target = f"p99 <= {LIVE_STEP_TARGET_US:g} us"
             row.met = row.p99 <= LIVE_STEP_TARGET_US
+        elif name == PREPARE_ROW:
+            # Most calls find the next block drawn already: the mean is the cost per note.
+            row.value = float(np.mean(values))
+            row.ratio = f"mean x{row.value / live_p50:,.2f} the live step (p50)"
         elif name != "floor" and not name.startswith("part:"):
             row.ratio = f"x{row.p50 / live_p50:,.1f} the live step (p50)"
         if name == "model.predict per note":
@@ -350,8 +380,8 @@ def live_step_budget(samples_us: dict[str, np.ndarray]) -> str:
     return (
         f"Where the live step's time goes (p50): {parts}. The floor's {LIVE_STEP_NUMPY_CALLS} empty numpy calls take "
         f"{p50['floor']:.1f} us of the live step's {p50['live step']:.1f} us; the rest is the arithmetic, mostly the "
-        "one matrix-vector product (65 x 1,024: the Dense layer and the next step's recurrent gates), the tanh and exp "
-        "calls and the sampler's cumulative sum over 768 tokens. "
+        "one matrix-vector product (65 x 1,024: the Dense layer and the next step's recurrent gates), the two tanh "
+        "calls and the sum of the logits and the noise over 768 tokens. "
         f"At p99 the live step takes {p99['live step']:.1f} us and the floor {p99['floor']:.1f} us. "
         "The floor does no work, so its own spread from p50 to p99 is what the interpreter and the other processes "
         "on the machine add by themselves (see the load average above)."
@@ -366,6 +396,13 @@ def step_notes(model_description: str, counts: StepCounts, with_tensorflow: bool
         f"and {counts.unrolled_calls} calls of the unrolled model, whose per-note figure is the call's time divided by Ty. "
         "The `random n_a` rows use random weights at Keras's initial scales with the same vocabulary. "
         "The `part` rows time the three parts of the live step separately, in one loop that repeats Improviser.draw.",
+        "The temperature chooser draws by the Gumbel-max trick: the token is the argmax of logits / T plus standard "
+        "Gumbel noise, which is a draw from softmax(logits / T) without the softmax, its cumulative sum or a search. "
+        "The noise does not depend on the model's state, so the engine draws it ahead in blocks of 16 notes while it "
+        "waits for its next event (Improviser.prepare), and the live step only adds its row. The live step rows time "
+        "Improviser.draw alone, with prepare called untimed after each step as the engine does; the "
+        f"`{PREPARE_ROW}` row times those calls. Most find the next block drawn already, and one in 16 draws a block, "
+        "so its mean is the noise's cost per note.",
         f"`floor` is {LIVE_STEP_NUMPY_CALLS} numpy calls that add four floats each: as many calls as one live step makes, "
         "without the work. It is what this interpreter on this machine costs for the calls alone, "
         "so a live step cannot be faster than it, and its p99 shows how much the other processes on the machine delay a step.",

@@ -13,7 +13,9 @@ Look-ahead. Right after an onset the engine takes a checkpoint of the
 improviser and draws the following note, so inference never delays an
 onset. A change of sampler, parameter, seed, prime or reset rolls the
 improviser back to that checkpoint, applies the change and draws again, so
-every change applies from the very next onset.
+every change applies from the very next onset. While the loop waits for an
+event at least PREPARE_LEAD away, the improviser draws ahead the random noise
+that its next draws read (`Improviser.prepare`), so a draw only reads it.
 
 Tempo. The next onset's time was fixed when the current note started (its
 duration at the tempo then in effect); a new tempo applies from the next
@@ -114,6 +116,9 @@ START_MARGIN = 0.005  # seconds from a Start to its first onset, so that onset i
 # Maximum wait in seconds of a status request for the commands queued before it.
 STATUS_WAIT = 0.2
 IDLE_WAIT = 1.0  # maximum single wait in seconds while nothing is scheduled
+# Shortest wait in seconds before the next event in which the improviser draws
+# its noise ahead (`Improviser.prepare`, at most about 0.5 ms).
+PREPARE_LEAD = 0.002
 # Batches waiting to be applied beyond which a droppable batch (live input) is dropped.
 MAX_DROPPABLE_BACKLOG = 256
 # An onset this many seconds late (the machine stalled) restarts the time
@@ -435,12 +440,15 @@ class Engine:
 
             deadline = self._next_deadline()
             if deadline is not None and deadline <= end_time:
+                if deadline - self._clock.now() > PREPARE_LEAD:
+                    self._improviser.prepare()
                 # A due event plays even while commands keep arriving (a flood
                 # sets `wake` again at once), so the notes never starve.
                 if deadline <= self._clock.now() or self._clock.wait_until(deadline, self._wake):
                     self._play_due()
                 continue
 
+            self._improviser.prepare()
             idle_until = min(end_time, self._clock.now() + IDLE_WAIT)
             if self._clock.wait_until(idle_until, self._wake) and idle_until >= end_time:
                 return
@@ -989,9 +997,7 @@ class Engine:
         """
         if self._live.mode == DUET:
             anchor = self._duet_anchor or self._checkpoint
-            generator_state = self._improviser.context.rng.bit_generator.state
-            self._improviser.rollback(anchor)
-            self._improviser.context.rng.bit_generator.state = generator_state
+            self._improviser.rollback(anchor, restore_random=False)
             self._rolled_back = True
         else:
             self._rollback_once()

@@ -1,8 +1,8 @@
 """The generation core shared by the live engine and offline rendering.
 
-An Improviser owns the stepper, the sampler chain and the sampler's random
-generator, and draws one token at a time, feeding each token back as the
-next input. `checkpoint` and `rollback` let the engine draw a note ahead and
+An Improviser owns the stepper, the sampler chain, the sampler's random
+generator and its Gumbel noise, and draws one token at a time, feeding each
+token back as the next input. `checkpoint` and `rollback` let the engine draw a note ahead and
 take it back when a setting changes before the note sounds.
 """
 
@@ -14,6 +14,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .encoding import Token
+from .gumbel import GumbelNoise
 from .sampling import SamplerChain, SamplerContext
 from .stepper import LstmState, Stepper
 
@@ -28,6 +29,7 @@ class Checkpoint:
     last_token: int | None
     rng_state: dict
     recent: tuple
+    noise_position: int
 
 
 class Improviser:
@@ -40,7 +42,8 @@ class Improviser:
         self.stepper = Stepper(bundle.weights)
         self.chain = chain
         self.seed = seed
-        self.context = SamplerContext(self.vocabulary, np.random.default_rng(seed), deque(maxlen=RECENT_TOKENS))
+        self.noise = GumbelNoise(len(self.vocabulary), seed)
+        self.context = SamplerContext(self.vocabulary, np.random.default_rng(seed), deque(maxlen=RECENT_TOKENS), noise=self.noise)
         # The next input: a token index, or None for the zero input x0 = 0.
         self.last_token: int | None = None
 
@@ -50,14 +53,10 @@ class Improviser:
         stepper.advance(self.last_token)
         self.context.beat = beat
 
-        # A chain of one chooser skips the softmax, or its normalisation, where the chooser does not need it.
+        # A chooser alone in its chain may pick from the logits and skip the softmax.
         chain = self.chain
-        chooser = chain.chooser
-        scale = None if chain.filters else chooser.weights_scale()
-        if chooser.takes_logits and not chain.filters:
-            token = chooser.choose_logits(stepper.logits(), self.context)
-        elif scale is not None:
-            token = chooser.choose_weights(stepper.weights(scale), self.context)
+        if chain.chooser.takes_logits and not chain.filters:
+            token = chain.chooser.choose_logits(stepper.logits(), self.context)
         else:
             token = chain.choose(stepper.probabilities(), self.context)
         self.last_token = token
@@ -70,6 +69,11 @@ class Improviser:
     def reseed(self, seed: int) -> None:
         self.seed = seed
         self.context.rng = np.random.default_rng(seed)
+        self.noise.reseed(seed)
+
+    def prepare(self) -> None:
+        """Draw the random noise that the next draws read. The engine calls it while it waits, so that a draw does not have to."""
+        self.noise.prepare()
 
     def reset(self) -> None:
         """Zero the state and the input, as the notebook's a0 = c0 = 0, x0 = 0."""
@@ -89,11 +93,15 @@ class Improviser:
         return count
 
     def checkpoint(self) -> Checkpoint:
-        return Checkpoint(self.stepper.snapshot(), self.last_token, self.context.rng.bit_generator.state, tuple(self.context.recent))
+        context = self.context
+        return Checkpoint(self.stepper.snapshot(), self.last_token, context.rng.bit_generator.state, tuple(context.recent), self.noise.position)
 
-    def rollback(self, checkpoint: Checkpoint) -> None:
+    def rollback(self, checkpoint: Checkpoint, restore_random: bool = True) -> None:
+        """Return to `checkpoint`. With `restore_random` false, the random draws go on from where they are instead of repeating."""
         self.stepper.restore(checkpoint.state)
         self.last_token = checkpoint.last_token
-        self.context.rng.bit_generator.state = checkpoint.rng_state
         self.context.recent.clear()
         self.context.recent.extend(checkpoint.recent)
+        if restore_random:
+            self.context.rng.bit_generator.state = checkpoint.rng_state
+            self.noise.position = checkpoint.noise_position

@@ -14,6 +14,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 
 from .errors import SettingsError
+from .gumbel import GumbelNoise
 from .params import Plugin
 from .vocabulary import Vocabulary
 
@@ -33,6 +34,9 @@ class SamplerContext:
     # Indices of the latest phrase a seeder primed the state with, oldest
     # first. A reset keeps them, so `scale auto` can still estimate the tune's key.
     seed_tokens: tuple[int, ...] = ()
+    # Gumbel noise for choosers that draw by the Gumbel-max trick. The
+    # Improviser provides it, and checkpoints and rolls back its position.
+    noise: GumbelNoise | None = None
 
 
 class Sampler(Plugin):
@@ -56,30 +60,15 @@ class Filter(Sampler):
 class Chooser(Sampler):
     """Picks one token index from a distribution."""
 
-    # Whether `choose_logits` picks from the logits alone (an argmax needs no softmax).
+    # Whether `choose_logits` picks from the logits alone (an argmax, or a
+    # Gumbel-max draw), so that a chain of this chooser alone skips the softmax.
     takes_logits: ClassVar[bool] = False
 
     def choose(self, probabilities: np.ndarray, context: SamplerContext) -> int:
         raise NotImplementedError
 
-    def weights_scale(self) -> float | None:
-        """Return the factor on the logits for `choose_weights`, or None when this chooser needs `choose`.
-
-        A chooser that draws from unnormalised weights exp(scale * logits)
-        lets the live step skip the softmax's normalisation (two numpy calls
-        of about a dozen per note) when it is the whole chain.
-        """
-        return None
-
     def choose_logits(self, logits: np.ndarray, context: SamplerContext) -> int:
         """Pick a token from the logits; only called when `takes_logits` is true. `logits` is a view: read it, do not keep or change it."""
-        raise NotImplementedError
-
-    def choose_weights(self, weights: np.ndarray, context: SamplerContext) -> int:
-        """Pick a token from exp(weights_scale() * logits): probabilities times an unknown positive factor.
-
-        `weights` is a view into the stepper's buffer: read it, do not keep or change it.
-        """
         raise NotImplementedError
 
 

@@ -28,6 +28,8 @@ class Temperature(Chooser):
     name = "temperature"
     help = "draw a token at random, sharpened (below 1) or flattened (above 1)"
     params = (Param("value", float, 1.0, "temperature: 1 draws from the model's distribution, lower is safer, higher is wilder", low=0.05, high=5.0),)
+    # Alone in a chain, it draws from the logits with Gumbel noise (`choose_logits`).
+    takes_logits = True
 
     def choose(self, probabilities: np.ndarray, context: SamplerContext) -> int:
         temperature = self.values["value"]
@@ -40,12 +42,14 @@ class Temperature(Chooser):
 
         return draw_from_weights(probabilities, context.rng)
 
-    def weights_scale(self) -> float:
-        # exp(logits / T) is p ** (1 / T) up to a constant factor.
-        return 1.0 / self.values["value"]
-
-    def choose_weights(self, weights: np.ndarray, context: SamplerContext) -> int:
-        return draw_from_weights(weights, context.rng)
+    def choose_logits(self, logits: np.ndarray, context: SamplerContext) -> int:
+        # Gumbel-max: the index of the largest logits / T + Gumbel noise is
+        # distributed as softmax(logits / T), which is p ** (1 / T) normalised.
+        scale = 1.0 / self.values["value"]
+        if context.noise is None:
+            weights = np.exp(scale * (logits - logits.max()))
+            return draw_from_weights(weights, context.rng)
+        return int(context.noise.perturb(logits, scale).argmax())
 
 
 def draw_from_weights(weights: np.ndarray, rng: np.random.Generator) -> int:

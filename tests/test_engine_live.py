@@ -201,7 +201,8 @@ def test_continue_takes_over_and_yields():
 
     harness.play(60, 12.0, 0.5, release=False)
     harness.run_to_beat(12.5)
-    assert harness.note_ons(12.0, 12.5) == []
+    # An onset of sideman's at beat 12.0 itself played before the musician's note arrived.
+    assert [beat for beat, _ in harness.note_ons(12.0, 12.5) if beat > 12.0] == []
 
 
 def test_duet_replaces_own_notes_in_state():
@@ -211,7 +212,6 @@ def test_duet_replaces_own_notes_in_state():
     harness.settle()
     first = harness.engine._duet_anchor
     assert first.last_token == BUNDLE.vocabulary.index_of(Token(50, 6))
-    generator_state = harness.improviser.context.rng.bit_generator.state
 
     # Sideman plays on (its notes go into the state), then the musician's next tokens arrive.
     harness.run_to_beat(4.0)
@@ -229,8 +229,8 @@ def test_duet_replaces_own_notes_in_state():
     assert latest.last_token == expected.last_token
     np.testing.assert_allclose(latest.state.a, expected.stepper.snapshot().a, atol=1e-6)
     np.testing.assert_allclose(latest.state.c, expected.stepper.snapshot().c, atol=1e-6)
-    # The random generator was not rolled back with the state.
-    assert harness.improviser.context.rng.bit_generator.state != generator_state
+    # The random draws were not rolled back with the state: the noise went on from where sideman's own notes left it.
+    assert latest.noise_position > first.noise_position
 
 
 def test_duet_plays_and_follows():
