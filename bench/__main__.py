@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.machine import describe_machine, load_average
 from bench.clocksync import run_clock_sync_benchmark
-from bench.live import private_jack_server
+from bench.live import BENCH_PORT_MAX, private_jack_server
 from bench.offline import run_offline_benchmark
 from bench.onsets import run_onset_benchmark
 from bench.ready import run_ready_benchmark
@@ -60,7 +60,7 @@ def run_live_sections(selected: set[str], workdir: Path, csv_dir: Path, quick: b
     """Run the selected sections that play into a receiver, on one private JACK server: onset timing, start-up, clock sync."""
     sections = []
     onset_rss: list[int] = []
-    with private_jack_server(workdir):
+    with private_jack_server(workdir, port_max=BENCH_PORT_MAX):
         if "onsets" in selected:
             onset_section, onset_results = run_onset_benchmark(workdir, csv_dir, quick, model)
             onset_rss = [result.peak_rss_kb for result in onset_results if result.peak_rss_kb is not None]

@@ -422,7 +422,7 @@ def clock_sync_notes(follows: list[FollowResult], master: MasterResult, quick: b
     period_ms = 64 / 48.0  # the private jackd's period: 64 frames at 48 kHz
     notes = [
         (f"Quick mode: each run plays {seconds:g} s instead of {FULL_SECONDS:g} s. " if quick else "")
-        + "Setup: a private jackd (dummy driver, 48 kHz, 64-frame period of 1.33 ms, --no-realtime --sync). "
+        + "Setup: a private jackd (dummy driver, 48 kHz, 64-frame period of 1.33 ms, --no-realtime --sync --port-max 256). "
         f"`sideman run --tempo {BPM:g} --param temperature.value={TEMPERATURE:g} --show` with the built-in model, unless --model, "
         "is connected with `--midi-out` to a python-rtmidi input in the benchmark process. That input stamps each message from "
         "python-rtmidi's JACK delta times, with one period of resolution. JACK passes MIDI between clients once per period, "

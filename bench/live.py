@@ -33,6 +33,12 @@ FIRST_NOTE_TIMEOUT = 30.0  # seconds from start-up to the first note before the 
 SHOW_LINE = re.compile(r"^\s*(?P<seconds>-?\d+\.\d+) s\s+(?P<name>\S+)\s+(?P<beats>\d+\.\d+) beats$")
 
 
+# jackd's --port-max for the benchmark's server: 256, the default that jackd's
+# manual page states. jackd2 1.9.21 itself makes room for 2,048 ports when the
+# option is left out, and every client maps the server's shared memory whole.
+BENCH_PORT_MAX = 256
+
+
 @contextmanager
 def private_jack_server(workdir: Path, port_max: int | None = None) -> Iterator[JackServer]:
     """Start a jackd with the dummy driver under a unique name and point this process's libjack at it.
@@ -45,7 +51,7 @@ def private_jack_server(workdir: Path, port_max: int | None = None) -> Iterator[
     server.start()
     previous = os.environ.get("JACK_DEFAULT_SERVER")
     os.environ["JACK_DEFAULT_SERVER"] = name
-    log.info("started the private JACK server %s (dummy driver)", name)
+    log.info("started the private JACK server %s (dummy driver, --port-max %s)", name, port_max or "left out")
     try:
         yield server
     finally:

@@ -199,7 +199,7 @@ def onset_notes(results: list[PhaseResult], quick: bool) -> list[str]:
     notes = [
         ("Quick mode: the phases last 20, 8 and 8 seconds instead of 10, 2 and 2 minutes, so the drift window is a third of the run. " if quick else "")
         + f"Setup: `sideman run --tempo {TEMPO:g} --param temperature.value={TEMPERATURE:g} --show`, built-in model, on a private jackd "
-        "(dummy driver, 48 kHz, 64-frame period of 1.33 ms, --no-realtime --sync), connected with `--midi-out` to a python-rtmidi input "
+        "(dummy driver, 48 kHz, 64-frame period of 1.33 ms, --no-realtime --sync --port-max 256), connected with `--midi-out` to a python-rtmidi input "
         "in the benchmark process. The receiver stamps each message from python-rtmidi's JACK delta times (one period of resolution). "
         "Error = arrival - ideal onset - the phase's median of that difference, so a constant latency is not counted; "
         "p50, p99 and max are of the absolute error.",
