@@ -16,6 +16,7 @@ from typing import Any, Callable, Generic, Hashable, TypeVar
 
 import numpy as np
 
+from sideman.notenames import pitch_name
 from sideman.params import Param
 from sideman.sampling import Filter, SamplerContext, nonempty_or_fallback
 from sideman.vocabulary import Vocabulary
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 MAX_VOCABULARY = 10000
 # The improviser keeps this many recent tokens (improviser.RECENT_TOKENS).
 MAX_WINDOW = 64
+DROPPED_NAMES = 8  # notes named in the range filter's log line; the rest are counted
 
 Cached = TypeVar("Cached")
 
@@ -200,7 +202,13 @@ def build_folding(vocabulary: Vocabulary, low: int, high: int) -> Folding:
         targets.append(int(candidates[rank[0]]))
 
     if dropped:
-        logger.debug("range %d-%d: %d notes outside have no note of their duration inside and lose their mass", low, high, len(dropped))
+        # Logged once per range and vocabulary (the folding is cached), so that a musician can tell which notes the range removes.
+        names = ", ".join(f"{pitch_name(int(pitches[index]))} of {int(steps[index])} steps" for index in dropped[:DROPPED_NAMES])
+        more = f" and {len(dropped) - DROPPED_NAMES} more" if len(dropped) > DROPPED_NAMES else ""
+        logger.info(
+            "range %d-%d: %d notes outside it have no note of the same duration inside to fold to, so they are removed: %s%s",
+            low, high, len(dropped), names, more,
+        )
     return Folding(np.array(sources, dtype=np.intp), np.array(targets, dtype=np.intp), np.array(dropped, dtype=np.intp))
 
 

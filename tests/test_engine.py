@@ -601,7 +601,7 @@ INVALID = [
     (SetSampler(("greedy", "temperature")), SettingsError, "can only come last"),
     (SetParam("nonesuch", "value", 1.0), SettingsError, "unknown sampler"),
     (SetParam("temperature", "nonesuch", 1.0), SettingsError, "no parameter 'nonesuch'"),
-    (SetParam("temperature", "value", 9.0), SettingsError, "out of range"),
+    (SetParam("temperature", "value", 9.0), SettingsError, "out of range: allowed 0.05 to 5.0"),
     (SetParam("temperature", "value", "hot"), SettingsError, "invalid value"),
     ("start", InvalidInputError, "unknown engine command"),
 ]

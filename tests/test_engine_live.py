@@ -157,6 +157,24 @@ def test_answer_in_key_of_call():
     assert {pitch % 12 for pitch in answer} <= e_major
 
 
+def test_second_call_answered_in_its_key():
+    f_major = {(5 + step) % 12 for step in MODES["major"]}
+    e_major_call = [(64, 4.0), (68, 4.5), (71, 5.0), (73, 5.5), (75, 6.0), (76, 6.5), (71, 7.0), (64, 7.5)]
+    f_major_call = [(65, 20.0), (69, 20.5), (72, 21.0), (70, 21.5), (69, 22.0), (67, 22.5), (64, 23.0), (65, 23.5)]
+    harness = LiveHarness(sampler=("scale", "temperature"))
+    play_call(harness, e_major_call, length=0.45)
+    harness.run_to_beat(20.0)
+
+    play_call(harness, f_major_call, length=0.45)
+    harness.run_to_beat(36.0)
+
+    # The second call ends at beat 23.95; a bar of silence, then its answer from the bar line at beat 28.
+    second_answer = [pitch for beat, pitch in harness.note_ons(24.0)]
+    assert harness.note_ons(24.0)[0][0] == pytest.approx(28.0, abs=1e-9)
+    assert len(second_answer) >= 3
+    assert {pitch % 12 for pitch in second_answer} <= f_major
+
+
 def test_playing_interrupts_the_answer():
     harness = LiveHarness()
     play_call(harness)

@@ -1,5 +1,6 @@
 """The built-in filters top_k, top_p, range and repetition, and temperature at its bounds, on hand-made distributions."""
 
+import logging
 from collections import deque
 
 import numpy as np
@@ -147,6 +148,21 @@ def test_range_all_outside_without_any_target_keeps_rests():
     filtered = PitchRange(low=55, high=65).reshape(probabilities.copy(), context(vocabulary=vocabulary))
 
     assert kept(filtered) == {2}
+
+
+def test_range_logs_notes_it_cannot_fold(caplog):
+    vocabulary = Vocabulary([Token(80, 6), Token(60, 12), Token(None, 12)])
+    probabilities = distribution({0: 0.5, 1: 0.5}, vocabulary)
+    range_filter = PitchRange(low=55, high=65)
+
+    with caplog.at_level(logging.INFO, logger="sideman.plugins.filters"):
+        range_filter.reshape(probabilities.copy(), context(vocabulary=vocabulary))
+        range_filter.reshape(probabilities.copy(), context(vocabulary=vocabulary))
+
+    removals = [record for record in caplog.records if "removed" in record.getMessage()]
+    assert len(removals) == 1
+    assert removals[0].levelno == logging.INFO
+    assert "Ab5 of 6 steps" in removals[0].getMessage()
 
 
 def test_range_low_above_high_swapped(caplog):

@@ -154,6 +154,16 @@ def test_auto_follows_seed_phrase():
     assert kept_pitch_classes(filtered) == set(Key(7, "minor").pitch_classes)
 
 
+def test_auto_moves_to_key_of_new_phrase():
+    scale = Scale(key="auto")
+    scale.reshape(uniform(), context(seed_tokens=phrase_indices("G4:1 Bb4:1 D5:1 G4:1 Bb4:1 C5:1 D5:1 G4:1 D4:1 F#4:1 G4:1")))
+
+    filtered = scale.reshape(uniform(), context(seed_tokens=phrase_indices("E4:1 G#4:1 B4:1 E5:1 F#4:1 A4:1 C#5:1 D#5:1 E4:1")))
+
+    assert str(scale.current_key) == "E major"
+    assert kept_pitch_classes(filtered) == set(Key(4, "major").pitch_classes)
+
+
 def test_auto_follows_recent_notes():
     scale = Scale(key="auto", window=8)
     recent = phrase_indices("E4:1 G#4:1 B4:1 E5:1 F#4:1 A4:1 C#5:1 E4:1")
