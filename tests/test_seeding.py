@@ -1,5 +1,9 @@
 """Seeders: their effect on the state, phrase parsing, the engine's ApplySeeder, and seeder settings from config, CLI and OSC."""
 
+import logging
+from pathlib import Path
+
+import mido
 import numpy as np
 import pytest
 from pythonosc.osc_message_builder import OscMessageBuilder
@@ -19,7 +23,7 @@ from sideman.registry import all_plugins
 from sideman.sampling import SamplerChain
 from sideman.seeding import apply_seeder, build_seeder, parse_phrase
 from tests.factories import random_bundle
-from tests.midi_builders import note_track, write_midi
+from tests.midi_builders import note_track, scale_phrase, write_midi
 from tests.test_engine import FakeOutput
 
 BUNDLE = random_bundle()
@@ -265,6 +269,28 @@ def test_cli_prime_shortcuts():
     assert cli.settings_overrides(phrase_args)["plugins"]["phrase"] == {"notes": "F4:1 r:1"}
     assert cli.settings_overrides(file_args)["run"]["seeder"] == "file"
     assert cli.settings_overrides(file_args)["plugins"]["file"] == {"path": "seed.mid", "bars": "5-8"}
+
+
+def generated_pitches(path: Path) -> list[int]:
+    return [message.note for message in mido.MidiFile(path).tracks[0] if message.type == "note_on"]
+
+
+@pytest.mark.parametrize("prime, seeded", [
+    (["--prime-phrase", "F4:1 A4:0.5 C5:0.5 r:1"], "seeded the model with 'phrase': 4 tokens"),
+    (["--prime", "seed.mid"], "seeded the model with 'file': 5 tokens"),
+])
+def test_generate_prime_shortcuts_prime_the_line(tmp_path, monkeypatch, caplog, prime, seeded):
+    monkeypatch.chdir(tmp_path)
+    write_midi(tmp_path / "seed.mid", [note_track(scale_phrase(count=5))])
+    common = ["generate", "--notes", "16", "--seed", "3", "--sampler", "greedy"]
+
+    assert cli.main([*common, "plain.mid"]) == 0
+    with caplog.at_level(logging.INFO, logger="sideman.seeding"):
+        assert cli.main([*common, *prime, "primed.mid"]) == 0
+
+    assert seeded in caplog.text
+    # Greedy from the zero state always plays the same line: priming changes it.
+    assert generated_pitches(tmp_path / "primed.mid") != generated_pitches(tmp_path / "plain.mid")
 
 
 def test_cli_prime_options_exclusive(capsys):
