@@ -102,11 +102,11 @@ def run_daemon(
         # OSC listens before the first note, so a port in use stops start-up in silence.
         _start_osc(settings, engine, samplers, seeders, resources)
         engine.start_thread()
-        # Registered last, so it runs first: the notes are released before
-        # the OSC server is closed, whatever state that server is in.
-        resources.callback(engine.shutdown, SHUTDOWN_TIMEOUT)
         inputs = _open_midi_input(settings, engine, output, cc_map, resources) if settings.midi.listen else []
         _keep_ports(outputs, inputs, resources)
+        # Registered last, so it runs first: the notes are released while the
+        # ports, the port keeper and the OSC server are all still open.
+        resources.callback(engine.shutdown, SHUTDOWN_TIMEOUT)
         logger.info("sideman is running; stop it with Ctrl-C or SIGTERM, reload the settings with SIGHUP")
         reloader = _Reloader(settings, load_settings, engine, reload_requested)
         _wait_for_end(shutdown_requested, engine, options.duration, reloader)
@@ -156,6 +156,18 @@ def _wait_for_end(shutdown_requested: threading.Event, engine: "Engine", duratio
             return
 
 
+def _close_output(output: "SharedOutput") -> None:
+    """Release what still sounds, then close the output's current port (the port keeper may have replaced it).
+
+    The engine has released its own notes by then. A note the MIDI input
+    passed through (thru) after that would otherwise stay on.
+    """
+    released = output.release_sounding()
+    if released:
+        logger.info("released %d notes still sounding on %s before closing it", released, output.name)
+    output.port.close()
+
+
 def _build_cc_map(settings: Settings, samplers: dict[str, type], seeders: dict[str, type]) -> "CcMap":
     from .ccmap import parse_cc_map
 
@@ -197,8 +209,7 @@ def _create_engine(
     clock = MonotonicClock()
     # The engine and the MIDI input (thru) both send, and the input recognises our own notes by what was sent.
     output = SharedOutput(port, clock)
-    # The port keeper may have replaced the port by then: close the current one.
-    resources.callback(lambda: output.port.close())
+    resources.callback(_close_output, output)
     clock_output = _open_clock_output(settings, output, resources)
 
     recorder = Recorder(options.record) if options.record is not None else None

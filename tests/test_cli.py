@@ -21,11 +21,14 @@ import pytest
 
 from sideman import cli
 from sideman.bundle import save_bundle
-from sideman.daemon import NotePrinter, QueuedNotePrinter, shutdown_signals
+from sideman.clock import FakeClock
+from sideman.daemon import NotePrinter, QueuedNotePrinter, _close_output, shutdown_signals
 from sideman.encoding import Token
 from sideman.engine import NoteEvent
+from sideman.sharedoutput import SharedOutput
 
 from .factories import random_bundle
+from .test_engine import FakeOutput
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 # Generous limits: a shared machine can be slow, and these tests check behaviour, not speed.
@@ -578,3 +581,27 @@ def test_note_printer_survives_closed_stream():
     printer = NotePrinter(ClosedStream())
 
     printer(NoteEvent(seconds=0.0, beat=0.0, token=Token(60, 12), name="C4", beats=1.0))
+
+
+class ClosingOutput(FakeOutput):
+    """A FakeOutput that records when it is closed."""
+
+    def __init__(self, clock: FakeClock):
+        super().__init__(clock)
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_closing_output_releases_thru_notes_first():
+    clock = FakeClock()
+    port = ClosingOutput(clock)
+    output = SharedOutput(port, clock)
+    # A note the MIDI input passed through after the engine had released its own.
+    output.send(mido.Message("note_on", channel=2, note=64, velocity=90))
+
+    _close_output(output)
+
+    assert port.notes() == [(0.0, "note_on", 64), (0.0, "note_off", 64)]
+    assert port.closed
