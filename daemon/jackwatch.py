@@ -2,12 +2,15 @@
 
 python-rtmidi gives no notice when the port it connected to goes away or
 when the JACK server stops, and JACK never restores a connection by
-itself. This client registers libjack's callbacks for port registration,
-port connection and server shutdown, so the port keeper (sideman.portkeeper)
-learns of each change at once instead of polling, and it connects ports by
-name through libjack.
+itself. The port keeper (sideman.portkeeper) reads the graph through this
+client a few times a second, and connects ports by name through it.
 
-The callbacks run on libjack's notification thread: they only set events.
+Its only callback is libjack's server shutdown, which sets an event. It
+registers none for port registration or connection. The server waits for
+every client to handle those notifications, and a Python callback first
+needs the GIL. A thread that holds the GIL in a python-rtmidi call which
+waits for the server would then block both until the server's client
+timeout.
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ from .midiport import _JACK_NO_START_SERVER, _libjack
 log = logging.getLogger(__name__)
 
 _SHUTDOWN_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-_REGISTRATION_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p)
-_CONNECT_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p)
 _EEXIST = 17  # jack_connect's result when the connection already exists
 
 
@@ -31,8 +32,6 @@ def _declare(library: ctypes.CDLL) -> None:
     """Give ctypes the signatures of the libjack functions used here."""
     library.jack_on_shutdown.argtypes = [ctypes.c_void_p, _SHUTDOWN_CALLBACK, ctypes.c_void_p]
     library.jack_on_shutdown.restype = None
-    library.jack_set_port_registration_callback.argtypes = [ctypes.c_void_p, _REGISTRATION_CALLBACK, ctypes.c_void_p]
-    library.jack_set_port_connect_callback.argtypes = [ctypes.c_void_p, _CONNECT_CALLBACK, ctypes.c_void_p]
     library.jack_activate.argtypes = [ctypes.c_void_p]
     library.jack_deactivate.argtypes = [ctypes.c_void_p]
     library.jack_port_by_name.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
@@ -44,7 +43,7 @@ def _declare(library: ctypes.CDLL) -> None:
 
 
 class JackWatch:
-    """A portless JACK client named `client_name` whose callbacks set `changed` on every graph change and `lost` at server shutdown.
+    """A portless JACK client named `client_name` whose shutdown callback sets `lost` and `changed` when the server stops.
 
     Raises MidiSystemError when libjack is missing or no server runs. Every
     method is safe to call after the server went away: it then reports no
@@ -61,21 +60,15 @@ class JackWatch:
         self.lost = threading.Event()
         self._lock = threading.Lock()
 
-        # The ctypes callbacks must live as long as the client, or libjack calls freed memory.
-        self._callbacks = (
-            _SHUTDOWN_CALLBACK(self._on_shutdown),
-            _REGISTRATION_CALLBACK(self._on_registration),
-            _CONNECT_CALLBACK(self._on_connect),
-        )
+        # The ctypes callback must live as long as the client, or libjack calls freed memory.
+        self._shutdown_callback = _SHUTDOWN_CALLBACK(self._on_shutdown)
         status = ctypes.c_int(0)
         client = library.jack_client_open(client_name.encode(), _JACK_NO_START_SERVER, ctypes.byref(status))
         if not client:
             raise MidiSystemError(f"no JACK server to watch (jack_client_open status 0x{status.value:x})")
         self._client: int | None = client
 
-        library.jack_on_shutdown(client, self._callbacks[0], None)
-        library.jack_set_port_registration_callback(client, self._callbacks[1], None)
-        library.jack_set_port_connect_callback(client, self._callbacks[2], None)
+        library.jack_on_shutdown(client, self._shutdown_callback, None)
         if library.jack_activate(client) != 0:
             self.close()
             raise MidiSystemError("could not activate the JACK watch client")
@@ -124,10 +117,4 @@ class JackWatch:
 
     def _on_shutdown(self, argument: int | None) -> None:
         self.lost.set()
-        self.changed.set()
-
-    def _on_registration(self, port_id: int, registered: int, argument: int | None) -> None:
-        self.changed.set()
-
-    def _on_connect(self, source_id: int, destination_id: int, connected: int, argument: int | None) -> None:
         self.changed.set()
