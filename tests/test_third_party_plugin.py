@@ -148,7 +148,8 @@ def test_daemon_switches_to_third_party_plugins(plugin_path, tmp_path, monkeypat
     monkeypatch.setenv("PYTHONPATH", str(plugin_path))
     lowest = int(min(pitch for pitch in load_bundle().vocabulary.pitches if pitch >= 0))
 
-    with LiveDaemon(tmp_path, "--tempo", "300", "--sampler", "temperature") as daemon:
+    # NOTE: without --midi-backend, the backend probe once took 22 s after the JACK restart tests, past LiveDaemon's wait.
+    with LiveDaemon(tmp_path, "--midi-backend", "jack", "--tempo", "300", "--sampler", "temperature") as daemon:
         daemon.wait_for_notes(2)
         daemon.send("/sideman/sampler", "lowest_note")
         daemon.send("/sideman/seeder", "ascending")
