@@ -2,8 +2,9 @@
 
 An Improviser owns the stepper, the sampler chain, the sampler's random
 generator and its Gumbel noise, and draws one token at a time, feeding each
-token back as the next input. `checkpoint` and `rollback` let the engine draw a note ahead and
-take it back when a setting changes before the note sounds.
+token back as the next input. `checkpoint` and `rollback` let the engine
+draw a note ahead and take it back when a setting changes before the note
+sounds.
 """
 
 from collections import deque
