@@ -151,8 +151,8 @@ class PulseSender:
     Pulse n is due at origin + n * `interval` (time.perf_counter), moved by a
     uniform random offset in +-`jitter` seconds from a generator seeded with
     `seed`. The thread sleeps until SPIN_BEFORE before each deadline and then
-    spins, releasing the GIL on each turn, so that the receiver's callback
-    is never held up for long. `ideal_times` and `sent_times` contain the
+    spins, releasing the GIL on each turn, so that the receiver's reader
+    thread is never held up for long. `ideal_times` and `sent_times` contain the
     unjittered deadline and the time.perf_counter() just before the send of
     every pulse; read them after `stop`.
     """
@@ -216,7 +216,7 @@ class FollowResult:
     name: str  # "steady" or "jittered"
     jitter: float  # seconds, largest pulse offset
     match: PulseMatch  # from the receiver's JACK-stamped times
-    callback_latency: float  # seconds: the median latency on the receiver's callback times (time.perf_counter)
+    reader_latency: float  # seconds: the median latency on the times the receiver's reader thread took the notes (time.perf_counter)
     notes_received: int  # every note_on before the daemon was stopped, those of the first 2 beats included
     sent_errors_ms: np.ndarray  # ms: sent - ideal of every pulse from beat 2 until the daemon was stopped
     status: dict
@@ -278,10 +278,9 @@ def run_follow(name: str, jitter: float, seconds: float, workdir: Path, model: s
     finally:
         if pulses is not None:
             pulses.stop()
-        # Closed only now, because python-rtmidi 1.5 closes a JACK port with
-        # the GIL held and the receiver's JACK callback takes the GIL for every
-        # message. Closing the sender while notes still arrived stalled JACK
-        # until its client timeout, for 10 to 60 s in trials.
+        # Closed only now: when a port connected to an input closes, JACK drops
+        # that cycle's events from every source of the input
+        # ("MidiBufferMixdown - invalid source buffer").
         if sender is not None:
             sender.close()
 
@@ -293,7 +292,7 @@ def run_follow(name: str, jitter: float, seconds: float, workdir: Path, model: s
     first_pulse_time = pulses.ideal_times[pulses.start_pulse]
     received = [note for note in run.receiver.note_on_times() if note[2] < stopping]
     match = match_nearest_pulses([jack for _, jack, _ in received], first_pulse_time, PULSE_INTERVAL, WARM_UP_PULSES)
-    callback_match = match_nearest_pulses([wall for _, _, wall in received], first_pulse_time, PULSE_INTERVAL, WARM_UP_PULSES)
+    reader_match = match_nearest_pulses([wall for _, _, wall in received], first_pulse_time, PULSE_INTERVAL, WARM_UP_PULSES)
     if match.pulses.size == 0:
         raise RuntimeError(f"{run.label}: no note_on arrived after beat 2; daemon log {run.log_path}:\n{run.log_tail()}")
 
@@ -301,9 +300,9 @@ def run_follow(name: str, jitter: float, seconds: float, workdir: Path, model: s
     sent_times = np.array(pulses.sent_times[after_warm_up:])
     ideal_times = np.array(pulses.ideal_times[after_warm_up:])
     sent_errors = (sent_times[sent_times < stopping] - ideal_times[sent_times < stopping]) * 1000.0
-    log.info("clock sync, follow %s: %d notes, median latency %.2f ms on callback times, late onsets %s",
-             name, match.pulses.size, callback_match.latency * 1000.0, status.get("late_onsets"))
-    return FollowResult(name, jitter, match, callback_match.latency, len(received), sent_errors, status)
+    log.info("clock sync, follow %s: %d notes, median latency %.2f ms on the receiver's reader times, late onsets %s",
+             name, match.pulses.size, reader_match.latency * 1000.0, status.get("late_onsets"))
+    return FollowResult(name, jitter, match, reader_match.latency, len(received), sent_errors, status)
 
 
 # Master mode.
@@ -436,7 +435,7 @@ def clock_sync_notes(follows: list[FollowResult], master: MasterResult, quick: b
         f"1/{STEPS_PER_BEAT}-beat grid and the pulses on a 1/24-beat grid, so each onset is matched to the ideal pulse nearest to its "
         "arrival once the run's median latency is removed. Error = arrival - ideal - median of (arrival - ideal), and p50, p99 and max "
         "are of its absolute value. The median removes the constant latency: from the sender to the daemon, from the daemon to the "
-        "receiver, and the origin of the receiver's clock, which is the callback time of its first message. Onsets in the first 2 beats "
+        "receiver, and the origin of the receiver's clock, which is the time its reader thread took the first message. Onsets in the first 2 beats "
         "after Start are left out while the follower's 2-beat tempo fit fills, and so are the notes and pulses after the daemon's SIGTERM."
         " The pulse send time error as sent is |sent - ideal| of every pulse from beat 2 on. For the jittered clock it contains "
         "the offsets on purpose, so the rows compare the jitter that went in with the jitter that came out.",
@@ -445,7 +444,7 @@ def clock_sync_notes(follows: list[FollowResult], master: MasterResult, quick: b
         status = result.status
         notes.append(
             f"Follow, {result.name} clock: {result.notes_received} note_ons received, {result.match.pulses.size} of them after beat 2. "
-            f"Median latency from the ideal pulse to the receiver's callback: {result.callback_latency * 1000:.2f} ms. "
+            f"Median latency from the ideal pulse to the receiver's reader thread: {result.reader_latency * 1000:.2f} ms. "
             f"The daemon reported clock_bpm {float(status.get('clock_bpm', math.nan)):.3f}, late_onsets {status.get('late_onsets', '?')} "
             f"and notes {status.get('notes', '?')}."
         )

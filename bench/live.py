@@ -64,22 +64,22 @@ def private_jack_server(workdir: Path, port_max: int | None = None) -> Iterator[
 
 
 class TimedReceiver(Receiver):
-    """A Receiver that also keeps each message's arrival time in its Python callback.
+    """A Receiver that also keeps the time its reader thread took each message from RtMidi's queue.
 
     Receiver stamps messages from python-rtmidi's delta times, which RtMidi
     (python-rtmidi 1.5) takes with jack_get_time() in the receiver's JACK
     process cycle: when the message reached this client, to one period.
-    `wall_times` contains time.perf_counter() in the Python callback, later by
-    the callback thread's scheduling delay.
+    `wall_times` contains time.perf_counter() in the reader thread, later by
+    up to tests.jack.RECEIVER_POLL_INTERVAL and the thread's scheduling delay.
     """
 
     def __init__(self) -> None:
         self.wall_times: list[float] = []
         super().__init__()
 
-    def _record(self, event: tuple[list[int], float], data: object = None) -> None:
+    def _record(self, event: tuple[list[int], float]) -> None:
         arrival = time.perf_counter()
-        super()._record(event, data)
+        super()._record(event)
         self.wall_times.append(arrival)
 
     def note_on_times(self) -> list[tuple[int, float, float]]:

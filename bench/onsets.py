@@ -65,7 +65,7 @@ class PhaseResult:
     phase: Phase
     ideal: np.ndarray  # seconds since play started
     jack_errors: np.ndarray  # ms, from the receiver's JACK-stamped times
-    wall_errors: np.ndarray  # ms, from the receiver's callback times
+    wall_errors: np.ndarray  # ms, from the times the receiver's reader thread took the notes
     send_errors: np.ndarray  # ms, from the engine's send times in the --record file (about 1 ms resolution)
     names_mismatched: int  # note_ons whose pitch differs from the shown note
     unmatched: int  # note_ons or shown notes without a partner
@@ -206,7 +206,7 @@ def onset_notes(results: list[PhaseResult], quick: bool) -> list[str]:
         f"Output of the quiet phase: {notes_per_second:.1f} notes per second; {short_share:.0f}% of the notes last a sixteenth or less "
         f"({shares}). No sampler forces sixteenths: temperature {TEMPERATURE:g} is the setting at which the built-in model plays mostly "
         "sixteenths and shorter notes.",
-        f"Drift is measured on the receiver's callback times (time.perf_counter, the clock the daemon schedules with); "
+        f"Drift is measured on the receiver's reader times (time.perf_counter, the clock the daemon schedules with); "
         f"on the JACK-stamped times it is {jack_drift:+.3f} ms over the same windows. "
         "The engine send time error compares the time the engine sent each note_on, from the daemon's `--record` file "
         "(ticks of about 1 ms), with the same ideal onsets: where it is as large as the onset error, the delay happened "
@@ -240,6 +240,6 @@ def write_onsets_csv(csv_dir: Path, result: PhaseResult) -> Path:
         (f"{ideal:.4f}", f"{jack:.2f}", f"{wall:.2f}", sent[index])
         for index, (ideal, jack, wall) in enumerate(zip(result.ideal, result.jack_errors, result.wall_errors))
     ]
-    header = ("ideal onset (s)", "error, JACK-stamped (ms)", "error, callback time (ms)", "engine send time error (ms)")
+    header = ("ideal onset (s)", "error, JACK-stamped (ms)", "error, reader time (ms)", "engine send time error (ms)")
     name = "onsets_" + result.phase.name.lower().replace(" ", "_") + ".csv"
     return write_rows_csv(csv_dir / name, header, rows)

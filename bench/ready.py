@@ -167,7 +167,7 @@ def run_ready_benchmark(workdir: Path, csv_dir: Path, quick: bool, model: str | 
     ]
     notes = [
         "Start-up: wall time from just before the `sideman run` process starts (built-in model, `--midi-out` to the receiver, "
-        "autoplay) to the receiver's callback for the first note_on, on the same clock. The result compares the slowest start with the target. "
+        "autoplay) to the time the receiver's reader thread took the first note_on, on the same clock. The result compares the slowest start with the target. "
         f"Peak RSS is /proc/PID/status VmHWM of the daemon, read {PLAY_BEFORE_RSS:g} s after its first note and at the end of each onset run. "
         f"The JACK server is the benchmark's private one, started with --port-max {BENCH_PORT_MAX}. "
         "The next row is a Python process that imports the libraries the daemon runs on and opens one python-rtmidi "

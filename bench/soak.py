@@ -53,7 +53,7 @@ from bench.onsets import onset_errors
 from bench.report import Row, hide_folder_argument, format_table, latency_row, write_quantiles_csv, write_rows_csv
 from sideman.midiport import JACK_SETTLE_TIME
 from sideman.notenames import pitch_name
-from tests.jack import connect_ports
+from tests.jack import RECEIVER_POLL_INTERVAL, RECEIVER_QUEUE_SIZE, connect_ports
 
 log = logging.getLogger(__name__)
 
@@ -471,7 +471,7 @@ class OscChanger:
 class ReceivedMessage:
     segment: int  # counts the receiver's openings from 0
     message: mido.Message  # `time` is the JACK-stamped arrival in seconds, on this opening's own time origin
-    wall: float  # time.perf_counter() in the Python callback
+    wall: float  # time.perf_counter() when the reader thread took the message
 
 
 class ReopeningReceiver:
@@ -479,7 +479,9 @@ class ReopeningReceiver:
 
     Arrival times follow tests.jack.Receiver: perf_counter at an opening's
     first message plus python-rtmidi's delta times, which RtMidi takes in
-    JACK's process cycle. Each opening starts a new segment with its own origin.
+    JACK's process cycle. Each opening starts a new segment with its own
+    origin. As there, a reader thread takes the messages from RtMidi's
+    queue, so that no Python code runs in JACK's process thread.
     """
 
     def __init__(self, client_name: str) -> None:
@@ -492,6 +494,8 @@ class ReopeningReceiver:
         self._clock: float | None = None
         self._lock = threading.Lock()
         self._port: rtmidi.MidiIn | None = None
+        self._reader: threading.Thread | None = None
+        self._stop_reading = threading.Event()
         self.open()
 
     def open(self) -> None:
@@ -499,21 +503,29 @@ class ReopeningReceiver:
         with self._lock:
             self.segment += 1
             self._clock = None
-        port = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=self.client_name)
+        port = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=self.client_name, queue_size_limit=RECEIVER_QUEUE_SIZE)
         port.ignore_types(sysex=False, timing=False, active_sense=True)
-        port.set_callback(self._record, self.segment)
         port.open_virtual_port("in")
         self._port = port
+        self._stop_reading.clear()
+        self._reader = threading.Thread(target=self._read, args=(port, self.segment), name=f"{self.client_name} reader", daemon=True)
+        self._reader.start()
         wait_for_port_state(self.port_name, present=True)
         self.opened_at.append(time.perf_counter())
         log.info("receiver %s opened (opening %d)", self.port_name, self.segment + 1)
+
+    def _read(self, port: rtmidi.MidiIn, segment: int) -> None:
+        while not self._stop_reading.is_set():
+            event = port.get_message()
+            if event is None:
+                time.sleep(RECEIVER_POLL_INTERVAL)
+            else:
+                self._record(event, segment)
 
     def _record(self, event: tuple[list[int], float], segment: int) -> None:
         wall = time.perf_counter()
         data, delta = event
         with self._lock:
-            if segment != self.segment:
-                return  # a late callback of a client already closed
             self._clock = wall if self._clock is None else self._clock + delta
             self._received.append(ReceivedMessage(segment, mido.Message.from_bytes(data, time=self._clock), wall))
 
@@ -522,7 +534,9 @@ class ReopeningReceiver:
         if self._port is None:
             return
         port, self._port = self._port, None
-        port.cancel_callback()
+        self._stop_reading.set()
+        if self._reader is not None:
+            self._reader.join()
         time.sleep(JACK_SETTLE_TIME)
         port.close_port()
         port.delete()
@@ -570,13 +584,7 @@ def random_phrase(rng: random.Random) -> list[tuple[int, float]]:
 
 
 class PhraseSender:
-    """A JACK MIDI output that plays phrases into the daemon's MIDI input, as a musician's keyboard.
-
-    It must be opened before the daemon plays. python-rtmidi holds the GIL
-    while it opens a JACK client, and the receiver's callback needs the GIL
-    in its JACK process cycle: opening a client while notes arrive stalls
-    the server (started with --sync) until its client timeout.
-    """
+    """A JACK MIDI output that plays phrases into the daemon's MIDI input, as a musician's keyboard."""
 
     def __init__(self, client_name: str) -> None:
         self.port_name = f"{client_name}:out"

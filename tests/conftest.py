@@ -1,6 +1,7 @@
 """Requirements of the `ports`, `tensorflow` and `link` markers.
 
-A test marked `ports` gets the session's private JACK server; one marked
+A test marked `ports` gets the session's private JACK server (a test that
+stops, stalls or floods a server asks for `own_jack_server` instead); one marked
 `tensorflow` runs only where TensorFlow imports; one marked `link` runs only
 on Linux as root with iproute2's `ip` and aalink, because it runs Ableton Link
 peers in a network namespace of its own. Where they are missing such tests
@@ -12,14 +13,16 @@ requirement, or any skip of such a test, fails.
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
 import shutil
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.jack import JackServer, JackServerError
+from tests.jack import JackServer, JackServerError, default_server_log_tail
 
 REQUIREMENTS = {
     # marker: environment variable that turns its skips into failures
@@ -60,6 +63,29 @@ def jack_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JackServer
         server.stop()
 
 
+_own_server_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def own_jack_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JackServer]:
+    """Start a JACK server for this test alone and point JACK_DEFAULT_SERVER at it until the test ends.
+
+    For tests that stop, stall or flood the server: whatever state they leave
+    it in, the next test still finds the session's server as it was.
+    """
+    server = JackServer(f"sideman-test-{os.getpid()}-{next(_own_server_numbers)}", tmp_path / "jackd.log")
+    try:
+        server.start()
+    except JackServerError as error:
+        _unavailable("ports", f"no private JACK server of the test's own: {error}")
+
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", server.name)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(autouse=True)
 def _marker_requirements(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("ports") is not None:
@@ -94,6 +120,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     # A skip from inside a test or a skipif marker bypasses _unavailable, so
     # the report itself is turned into a failure where the requirement is set.
     report = yield
+    if report.failed and item.get_closest_marker("ports") is not None:
+        # The server's side of a failed MIDI test: refused clients and xruns show up there.
+        report.sections.append(("end of the JACK server's log", default_server_log_tail()))
     if not report.skipped or hasattr(report, "wasxfail"):
         return report
 

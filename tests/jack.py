@@ -26,8 +26,16 @@ from sideman.midiport import JACK_SETTLE_TIME
 SAMPLE_RATE = 48000
 PERIOD_FRAMES = 64
 START_TIMEOUT = 15.0  # seconds for jackd to accept clients
+# Seconds for jackd to exit after SIGTERM. A killed jackd stays in JACK's
+# registry of servers, which has room for 8, so every kill brings "Too many servers
+# already active" closer on a developer's machine.
+STOP_TIMEOUT = 15.0
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 CLIENT_TIMEOUT_MS = 5000  # jackd's default of 500 ms is too short on a busy machine
+# SIDEMAN_JACKD_VERBOSE=1 starts every test server with jackd's -v: each client
+# request is logged (about 100 lines for each client), for tracing refused clients.
+VERBOSE_VARIABLE = "SIDEMAN_JACKD_VERBOSE"
+LOG_TAIL_LINES = 60  # lines of a server's log quoted in a JackServerError
 
 
 class JackServerError(RuntimeError):
@@ -55,6 +63,8 @@ class JackServer:
         # server wait for them so that no MIDI event is dropped, and a long
         # client timeout keeps slow clients from being thrown out.
         command = [jackd, "--no-realtime", "--sync", "--timeout", str(CLIENT_TIMEOUT_MS), "-n", self.name]
+        if os.environ.get(VERBOSE_VARIABLE) == "1":
+            command.append("--verbose")
         if self.port_max is not None:
             command += ["--port-max", str(self.port_max)]
         command += ["-d", "dummy", "-r", str(SAMPLE_RATE), "-p", str(PERIOD_FRAMES)]
@@ -62,6 +72,7 @@ class JackServer:
             self._process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_end_with_parent,
             )
+        _running_servers[self.name] = self
 
         deadline = time.monotonic() + timeout
         while not self.accepts_clients():
@@ -85,16 +96,32 @@ class JackServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace").strip()
 
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
     def stop(self) -> None:
         if self._process is None:
             return
+        _running_servers.pop(self.name, None)
         process, self._process = self._process, None
         process.terminate()
         try:
-            process.wait(timeout=5)
+            process.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# The servers started by this process and not yet stopped, by server name.
+_running_servers: dict[str, JackServer] = {}
+
+
+def default_server_log_tail() -> str:
+    """The end of the log of the server that JACK_DEFAULT_SERVER names, if this process started it."""
+    server = _running_servers.get(os.environ.get("JACK_DEFAULT_SERVER", ""))
+    if server is None:
+        return "(not a server these tests started)"
+    return server.log_tail()
 
 
 def _end_with_parent() -> None:
@@ -114,11 +141,10 @@ JACK_LSP_TIMEOUT = 15.0  # seconds of failed jack_lsp runs before jack_ports rai
 def jack_ports() -> list[str]:
     """Return every port of the JACK server that JACK_DEFAULT_SERVER names, audio ones included.
 
-    jack_lsp opens a new JACK client each time. In a CI run that open failed
-    five times within 2 s while a daemon was starting, so a failure is
-    retried until JACK_LSP_TIMEOUT. The error quotes jack_lsp's last stderr.
-
-    NOTE: why the open failed is not known, because that run kept no stderr.
+    jack_lsp opens a new JACK client each time, and such an open fails
+    while the server waits for a late client, so a failure is retried until
+    JACK_LSP_TIMEOUT. The error quotes jack_lsp's last stderr and the end of
+    the server's log.
     """
     deadline = time.monotonic() + JACK_LSP_TIMEOUT
     pause = 0.1
@@ -127,7 +153,10 @@ def jack_ports() -> list[str]:
         if result.returncode == 0:
             return result.stdout.splitlines()
         if time.monotonic() > deadline:
-            raise JackServerError(f"jack_lsp failed for {JACK_LSP_TIMEOUT:.0f} s; its last stderr: {result.stderr.strip()!r}")
+            raise JackServerError(
+                f"jack_lsp failed for {JACK_LSP_TIMEOUT:.0f} s; its last stderr: {result.stderr.strip()!r}; "
+                f"the end of the server's log:\n{default_server_log_tail()}"
+            )
         time.sleep(pause)
         pause = min(pause * 2, 1.0)
 
@@ -155,6 +184,8 @@ def connect_ports(source: str, destination: str) -> None:
 
 
 _receiver_numbers = itertools.count(1)
+RECEIVER_QUEUE_SIZE = 65536  # messages RtMidi queues until the reading thread takes them
+RECEIVER_POLL_INTERVAL = 0.0005  # seconds the reading thread sleeps when RtMidi's queue is empty
 
 
 class Receiver:
@@ -164,7 +195,14 @@ class Receiver:
     in seconds, not mido's usual delta: the time.perf_counter() value at the
     first message plus the sum of python-rtmidi's delta times since. Under JACK
     those deltas are read in JACK's process cycle, so the times keep the
-    accuracy of one JACK period even when the Python callback runs late.
+    accuracy of one JACK period even when the reading thread runs late.
+
+    A thread of the receiver's own reads RtMidi's queue; no Python callback
+    runs in JACK's process thread. Such a callback waits for the GIL, and
+    python-rtmidi holds the GIL while it opens, activates or closes a JACK
+    client. A test that opened a Sender while a note arrived here then left
+    the --sync server waiting for this client until its 5 s timeout, after
+    which the server replayed stale buffers and refused new clients.
     """
 
     def __init__(self, source: str | None = None, client_name: str | None = None) -> None:
@@ -173,12 +211,14 @@ class Receiver:
         self._received: list[mido.Message] = []
         self._clock: float | None = None
         self._arrived = threading.Condition()
+        self._stop_reading = threading.Event()
 
-        self._port = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=self.client_name)
+        self._port = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=self.client_name, queue_size_limit=RECEIVER_QUEUE_SIZE)
         # Record clock and SysEx too; active sensing is only noise here.
         self._port.ignore_types(sysex=False, timing=False, active_sense=True)
-        self._port.set_callback(self._record)
         self._port.open_virtual_port("in")
+        self._reader = threading.Thread(target=self._read, args=(self._port,), name=f"{self.client_name} reader", daemon=True)
+        self._reader.start()
         if source is None:
             return
         try:
@@ -191,7 +231,19 @@ class Receiver:
         """Connect the JACK output port named by `source` (full name or unique part) to this receiver."""
         connect_ports(wait_for_port(source), self.port_name)
 
-    def _record(self, event: tuple[list[int], float], data: object = None) -> None:
+    def _read(self, port: rtmidi.MidiIn) -> None:
+        while not self._stop_reading.is_set():
+            event = port.get_message()
+            if event is None:
+                time.sleep(RECEIVER_POLL_INTERVAL)
+                continue
+            self._record(event)
+
+        # What arrived before close() is recorded too.
+        while (event := port.get_message()) is not None:
+            self._record(event)
+
+    def _record(self, event: tuple[list[int], float]) -> None:
         data_bytes, delta = event
         if self._clock is None:
             self._clock = time.perf_counter()
@@ -241,7 +293,8 @@ class Receiver:
         if self._port is None:
             return
         port, self._port = self._port, None
-        port.cancel_callback()
+        self._stop_reading.set()
+        self._reader.join()
         # As MidiOutput.close does: let libjack finish its latency updates before the port goes.
         time.sleep(JACK_SETTLE_TIME)
         port.close_port()

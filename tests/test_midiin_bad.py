@@ -574,7 +574,7 @@ def live_daemon_status(daemon, key: str, expected, timeout: float = 10.0) -> dic
 
 
 @pytest.mark.ports
-def test_jack_bad_bytes_then_call_answered(tmp_path, model):
+def test_jack_bad_bytes_then_call_answered(tmp_path, model, own_jack_server):
     arguments = ("--model", model, "--tempo", "240", "--seeder", "live", "--sampler", "temperature")
     with LiveDaemon(tmp_path, *arguments) as daemon, daemon.connect_sender("sideman-in:in") as keyboard:
         for message in JACK_GARBAGE:
@@ -606,13 +606,11 @@ def test_jack_bad_bytes_then_call_answered(tmp_path, model):
         assert "Traceback" not in log
 
 
-# Eight times MAX_LIVE_NOTE_RATE. NOTE: at FLOOD_RATE the private jackd (dummy driver, --sync, no
-# realtime) stopped answering jack_lsp after the flood in two of three runs on a busy 2-CPU machine.
-JACK_FLOOD_RATE = 2000
+JACK_FLOOD_RATE = FLOOD_RATE
 
 
 @pytest.mark.ports
-def test_jack_flood_keeps_line_playing(tmp_path, model):
+def test_jack_flood_keeps_line_playing(tmp_path, model, own_jack_server):
     arguments = ("--model", model, "--tempo", "120", "--seeder", "live", "--param", "live.mode=duet", "--sampler", "temperature")
     with LiveDaemon(tmp_path, *arguments) as daemon, daemon.connect_sender("sideman-in:in") as keyboard:
         daemon.wait_for_notes(2, timeout=10.0)

@@ -104,16 +104,16 @@ def test_keyboard_leaves_and_returns(tmp_path):
         keyboard.close()
 
 
-def test_jack_server_restarts(tmp_path, jack_server):
+def test_jack_server_restarts(tmp_path, own_jack_server):
     daemon = LiveDaemon(tmp_path, "--tempo", "240", autoplay=True)
     try:
         daemon.wait_for_notes(4)
         daemon.receiver.close()
         daemon.receiver = None
 
-        jack_server.stop()
+        own_jack_server.stop()
         wait_for_log(daemon, "the JACK server stopped")
-        jack_server.start()
+        own_jack_server.start()
         wait_for_log(daemon, "the JACK server runs again", timeout=30.0)
 
         wait_for_port(DAEMON_PORT, timeout=RETURN_TIMEOUT)
@@ -127,13 +127,13 @@ def test_jack_server_restarts(tmp_path, jack_server):
         daemon.close()
 
 
-def test_sigterm_while_jack_server_is_gone(tmp_path, jack_server):
+def test_sigterm_while_jack_server_is_gone(tmp_path, own_jack_server):
     daemon = LiveDaemon(tmp_path, "--tempo", "240", autoplay=True)
     try:
         daemon.wait_for_notes(2)
         daemon.receiver.close()
         daemon.receiver = None
-        jack_server.stop()
+        own_jack_server.stop()
         wait_for_log(daemon, "the JACK server stopped")
 
         assert daemon.process.poll() is None
@@ -142,7 +142,7 @@ def test_sigterm_while_jack_server_is_gone(tmp_path, jack_server):
         assert "sideman stopped" in daemon.log()
     finally:
         daemon.kill()
-        jack_server.start()
+        own_jack_server.start()
         daemon.close()
 
 
@@ -170,18 +170,18 @@ print("sent", 20000 - output.dropped, "dropped", output.dropped, "seconds", roun
 """
 
 
-def test_stalled_jack_server_drops_instead_of_freezing(jack_server):
+def test_stalled_jack_server_drops_instead_of_freezing(own_jack_server):
     sender = subprocess.Popen([sys.executable, "-c", STALLED_SENDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert sender.stdout.readline().strip() == "ready"
-        os.kill(jack_server.pid, signal.SIGSTOP)
+        os.kill(own_jack_server.pid, signal.SIGSTOP)
         try:
             sender.stdin.write("go\n")
             sender.stdin.flush()
             # Frozen, the sender would never print; the read then waits for the kill below.
             line = _read_line_within(sender, 30.0)
         finally:
-            os.kill(jack_server.pid, signal.SIGCONT)
+            os.kill(own_jack_server.pid, signal.SIGCONT)
         # Closing its JACK client needs the server running again.
         assert sender.wait(30.0) == 0
     finally:
