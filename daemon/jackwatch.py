@@ -20,7 +20,7 @@ import logging
 import threading
 
 from .errors import MidiSystemError
-from .midiport import _JACK_NO_START_SERVER, _libjack
+from .midiport import _JACK_NO_START_SERVER, _libjack, quiet_jack_messages
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,9 @@ class JackWatch:
         # The ctypes callback must live as long as the client, or libjack calls freed memory.
         self._shutdown_callback = _SHUTDOWN_CALLBACK(self._on_shutdown)
         status = ctypes.c_int(0)
-        client = library.jack_client_open(client_name.encode(), _JACK_NO_START_SERVER, ctypes.byref(status))
+        # Quiet: with no server, sideman reports that itself.
+        with quiet_jack_messages(library):
+            client = library.jack_client_open(client_name.encode(), _JACK_NO_START_SERVER, ctypes.byref(status))
         if not client:
             raise MidiSystemError(f"no JACK server to watch (jack_client_open status 0x{status.value:x})")
         self._client: int | None = client

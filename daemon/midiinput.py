@@ -2,8 +2,9 @@
 
 The input is `in` on a client named `sideman-in` (`sideman-in:in` under
 JACK), a client apart from the output's because JACK would rename a second
-client named `sideman`. Messages arrive through python-rtmidi's callback,
-on rtmidi's own thread, and reach the caller as mido.Message objects.
+client named `sideman`. Messages arrive through python-rtmidi's callback on
+rtmidi's own thread, or under JACK through a reader thread of ours (see
+MidiInput), and reach the caller as mido.Message objects.
 EventParser splits each event's bytes into messages as a MIDI receiver
 does: with running status, and with real-time bytes between the data bytes
 of another message. Bytes that form no valid message and errors of the
@@ -30,6 +31,13 @@ from sideman.midiport import MidiSystem, OpenPort, NativeMidiSystem, choose_back
 log = logging.getLogger(__name__)
 
 SUMMARY_INTERVAL = 10.0  # seconds: the shortest time between two log lines about repeated faults
+# Under JACK a reader thread takes events from RtMidi's queue: it looks again
+# after this many seconds when the queue is empty. Each look takes the GIL
+# for a few microseconds, and an event waits at most this long.
+QUEUE_POLL_INTERVAL = 0.001
+# Events RtMidi queues for the reader thread: 3 s of a 10,000 messages a second flood.
+# RtMidi drops an event that finds the queue full and prints a line to stderr.
+QUEUE_SIZE = 32768
 # A log line shows at most this many bytes of a malformed event; a SysEx can be 64 KiB long.
 MAX_LOGGED_BYTES = 32
 
@@ -256,8 +264,8 @@ class MidiInput(OpenPort):
     CoreMIDI and WinMM when connected by name. `connected_to` is the full name
     of the existing port this input was connected to, if any.
 
-    `on_message(message)` runs on rtmidi's thread (under JACK, JACK's process
-    thread), so it should return quickly. `message.time` is rtmidi's delta
+    `on_message(message)` runs on rtmidi's thread, or under JACK on this
+    input's reader thread, so it should return quickly. `message.time` is rtmidi's delta
     time: seconds since the previous event rtmidi delivered on this port,
     0 for the first, and 0 for the second and later messages of one event.
     The counts, for the status reply: `received` (valid messages passed to
@@ -265,6 +273,14 @@ class MidiInput(OpenPort):
     because their bytes form no valid message), `ignored` (SysEx and active
     sensing messages dropped, as the port's filter drops them) and
     `handler_errors` (exceptions raised by `on_message`).
+
+    Under JACK no Python code runs in JACK's process thread: RtMidi queues
+    each event there, and a reader thread of ours takes it from the queue. A
+    callback there would wait for the GIL, while python-rtmidi holds the GIL
+    as it opens or closes a JACK client (the output's, when it reconnects or
+    closes). The JACK server then waited for this client, the client for the
+    GIL and the GIL for the server: the open failed after the server's
+    timeout and every other JACK program missed its cycles meanwhile.
     """
 
     def __init__(
@@ -297,7 +313,20 @@ class MidiInput(OpenPort):
         # after a SysEx start without its end byte F7 for part of that SysEx
         # until an event ends with F7, so such a SysEx silences this input until then.
         port.ignore_types(sysex=True, timing=False, active_sense=True)
-        port.set_callback(self._receive)
+        self._reader: threading.Thread | None = None
+        self._stop_reading = threading.Event()
+        if backend == "jack":
+            self._reader = threading.Thread(target=self._read_queue, args=(port,), name=f"MIDI in {name}", daemon=True)
+        else:
+            port.set_callback(self._receive)
+
+    def start_reading(self) -> None:
+        """Start the reader thread, once the port is open; with a callback there is none to start.
+
+        Events that arrived since the port opened wait in RtMidi's queue until then.
+        """
+        if self._reader is not None and not self._reader.is_alive():
+            self._reader.start()
 
     @property
     def malformed(self) -> int:
@@ -307,8 +336,17 @@ class MidiInput(OpenPort):
     def handler_errors(self) -> int:
         return self._handler_errors.count
 
+    def _read_queue(self, port: Any) -> None:
+        """Pass on each event RtMidi queued, until close(); the reader thread's loop."""
+        while not self._stop_reading.is_set():
+            event = port.get_message()
+            if event is None:
+                self._stop_reading.wait(QUEUE_POLL_INTERVAL)
+            else:
+                self._receive(event)
+
     def _receive(self, event: tuple[list[int], float], data: object = None) -> None:
-        """Pass the messages of one rtmidi event on to `on_message`; rtmidi calls this on its thread.
+        """Pass the messages of one rtmidi event on to `on_message`; runs on rtmidi's thread or the reader thread.
 
         Nothing may raise from here into rtmidi, so parse errors and the
         handler's exceptions are counted and logged, never re-raised.
@@ -373,10 +411,17 @@ class MidiInput(OpenPort):
             return
         port, self._port = self._port, None
 
-        # The callback stays until the port is closed: with `_port` None it drops
-        # what still arrives at once. Cancelled earlier, rtmidi would queue every
-        # message of a flood and print a warning for each one past its queue limit.
-        self._free(port, after_close=port.cancel_callback)
+        if self._reader is not None:
+            # What RtMidi still queues goes with the port.
+            self._stop_reading.set()
+            if self._reader.is_alive():
+                self._reader.join()
+            self._free(port)
+        else:
+            # The callback stays until the port is closed: with `_port` None it drops
+            # what still arrives at once. Cancelled earlier, rtmidi would queue every
+            # message of a flood and print a warning for each one past its queue limit.
+            self._free(port, after_close=port.cancel_callback)
 
         self._malformed.flush()
         self._handler_errors.flush()
@@ -420,7 +465,7 @@ def open_input(
     """
     system = system or NativeMidiSystem()
     chosen = choose_backend_for_client(backend, client_name, connect_to, NO_VIRTUAL_INPUT_HINT, system)
-    port = new_rtmidi_port(rtmidi.MidiIn, chosen, client_name)
+    port = new_rtmidi_port(rtmidi.MidiIn, chosen, client_name, queue_size_limit=QUEUE_SIZE)
     try:
         midi_input = _open_on(port, chosen, connect_to, client_name, port_name, on_message)
     except BaseException:
@@ -439,10 +484,13 @@ def _open_on(
 ) -> MidiInput:
     # MidiInput registers the callback before the port opens. A message that
     # arrived before that would wait in rtmidi's queue, which nothing reads.
+    # Under JACK the reader thread starts once the port is open and takes
+    # what arrived meanwhile from that queue.
     try:
         if connect_to is None:
             midi_input = MidiInput(port, own_port_name(client_name, port_name), backend, on_message)
             port.open_virtual_port(port_name)
+            midi_input.start_reading()
             return midi_input
 
         available = port.get_ports()
@@ -453,6 +501,7 @@ def _open_on(
         midi_input = MidiInput(port, name, backend, on_message, connected_to=target)
         port.open_port(index, name=port_name)
         wait_for_connection(backend)
+        midi_input.start_reading()
         return midi_input
     except rtmidi.RtMidiError as error:
         raise MidiSystemError(f"opening MIDI input {port_name!r} with {backend} failed: {error}") from error

@@ -16,14 +16,16 @@ Port names follow `client:port`: the output is `out` on a client named
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import logging
 import os
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -76,7 +78,6 @@ def jack_server_name() -> str:
 
 # --- Native libraries -------------------------------------------------------
 
-_MessageHandler = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
 # libasound's handler is variadic (file, line, function, err, fmt, ...). The
 # trailing arguments are left unread, which the x86-64 and AArch64 Linux
 # calling conventions allow, so the log line shows the format, not the values.
@@ -85,17 +86,12 @@ _AlsaErrorHandler = ctypes.CFUNCTYPE(
 )
 
 
-def _log_jack_message(message: bytes | None) -> None:
-    log.debug("libjack: %s", (message or b"").decode(errors="replace"))
-
-
 def _log_alsa_error(file: bytes | None, line: int, function: bytes | None, err: int, fmt: bytes | None) -> None:
     log.debug("libasound: %s: %s (error %d)", (function or b"?").decode(errors="replace"), (fmt or b"").decode(errors="replace"), err)
 
 
-# ctypes frees a callback with its Python object, so the handlers live for the
+# ctypes frees a callback with its Python object, so the handler lives for the
 # whole process.
-_JACK_HANDLER = _MessageHandler(_log_jack_message)
 _ALSA_HANDLER = _AlsaErrorHandler(_log_alsa_error)
 
 
@@ -121,7 +117,7 @@ def _load_symbols_of_rtmidi(symbol: str, fallback_library: str) -> ctypes.CDLL |
 
 @functools.cache
 def _libjack() -> ctypes.CDLL | None:
-    """Return libjack with its messages routed to the logger, or None when missing."""
+    """Return libjack, or None when missing."""
     library = _load_symbols_of_rtmidi("jack_client_open", "jack")
     if library is None:
         return None
@@ -129,20 +125,56 @@ def _libjack() -> ctypes.CDLL | None:
     library.jack_client_open.restype = ctypes.c_void_p
     library.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
     library.jack_client_close.argtypes = [ctypes.c_void_p]
-    if not hasattr(library, "jack_set_error_function"):
-        return library
-
-    default_handlers = _read_jack_handlers(library)
-    library.jack_set_error_function(_JACK_HANDLER)
-    library.jack_set_info_function(_JACK_HANDLER)
-    atexit.register(_write_jack_handlers, library, default_handlers)
     return library
 
 
-# libjack stores its handlers in these two exported variables. Reading them
-# before replacing the handlers keeps libjack's defaults, which are put back at
-# exit so that no message calls into Python while the interpreter shuts down.
+# libjack prints its messages to stderr from whichever thread has one, JACK's
+# process threads included, and sideman leaves it so: no Python code runs in
+# those threads. A Python handler there would wait for the GIL, which
+# python-rtmidi holds while it opens or closes a JACK client and so waits for
+# those very threads (see MidiInput). Around a probe, whose failure sideman
+# reports in its own words, the messages are dropped instead: the handlers,
+# two exported variables of libjack, point at a C function that ignores its
+# argument for that time.
 _JACK_HANDLER_VARIABLES = ("jack_error_callback", "jack_info_callback")
+_quiet_lock = threading.Lock()
+_quiet_depth = 0  # blocks of quiet_jack_messages running now, in any thread
+_loud_handlers: dict[str, int] = {}  # the handlers to put back when the last block ends
+
+
+@functools.cache
+def _function_ignoring_its_argument() -> int | None:
+    """Return the address of libc's strlen, or None where it cannot be found.
+
+    strlen reads the string and returns its length, which the caller drops.
+    Called as libjack's void (*)(const char *) handler, that is harmless
+    under the C calling conventions sideman runs on (x86-64 and AArch64).
+    """
+    try:
+        return ctypes.cast(ctypes.CDLL(None).strlen, ctypes.c_void_p).value
+    except (OSError, TypeError, AttributeError):
+        return None
+
+
+@contextlib.contextmanager
+def quiet_jack_messages(library: ctypes.CDLL) -> Iterator[None]:
+    """Drop libjack's messages while the block runs; nested and concurrent blocks are fine."""
+    global _quiet_depth
+    ignore = _function_ignoring_its_argument()
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            _loud_handlers.clear()
+            _loud_handlers.update(_read_jack_handlers(library))
+            if ignore is not None:
+                _write_jack_handlers(library, dict.fromkeys(_loud_handlers, ignore))
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                _write_jack_handlers(library, _loud_handlers)
 
 
 def _read_jack_handlers(library: ctypes.CDLL) -> dict[str, int]:
@@ -183,9 +215,10 @@ def _jack_client_status(client_name: str, options: int) -> tuple[bool, int]:
         raise MidiSystemError("libjack not found; install the Debian package libjack-jackd2-0 or jackd2")
 
     status = ctypes.c_int(0)
-    client = library.jack_client_open(client_name.encode(), options, ctypes.byref(status))
-    if client:
-        library.jack_client_close(client)
+    with quiet_jack_messages(library):
+        client = library.jack_client_open(client_name.encode(), options, ctypes.byref(status))
+        if client:
+            library.jack_client_close(client)
     return bool(client), status.value
 
 
@@ -528,14 +561,15 @@ def wait_for_connection(backend: str) -> None:
         time.sleep(JACK_SETTLE_TIME)
 
 
-def new_rtmidi_port(port_class: type, backend: str, client_name: str) -> Any:
-    """Create an rtmidi MidiIn or MidiOut on `backend`, with its library's messages logged."""
-    if backend == "jack":
-        _libjack()
-    elif backend == "alsa":
+def new_rtmidi_port(port_class: type, backend: str, client_name: str, **options: Any) -> Any:
+    """Create an rtmidi MidiIn or MidiOut on `backend`; under ALSA its library's messages are logged.
+
+    `options` go to the constructor as they are (MidiIn takes `queue_size_limit`).
+    """
+    if backend == "alsa":
         silence_alsa()
     try:
-        return port_class(_RTMIDI_APIS[backend], name=client_name)
+        return port_class(_RTMIDI_APIS[backend], name=client_name, **options)
     except rtmidi.RtMidiError as error:
         raise MidiSystemError(f"creating a {backend} MIDI client {client_name!r} failed: {error}") from error
 

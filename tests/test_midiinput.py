@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import os
@@ -285,6 +286,56 @@ def test_repeated_warning_flush_without_faults_logs_nothing(caplog):
     warning.flush()
 
     assert [record.getMessage() for record in warnings_of(caplog)] == ["first test fault"]
+
+
+class FakeQueuedRtMidiIn(FakeRtMidiIn):
+    """An rtmidi.MidiIn whose events wait in a queue until get_message takes them, as under JACK."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue: collections.deque[tuple[list[int], float]] = collections.deque()
+
+    def get_message(self) -> tuple[list[int], float] | None:
+        try:
+            return self.queue.popleft()
+        except IndexError:
+            return None
+
+
+def test_jack_input_reads_the_queue_on_a_thread_of_its_own(monkeypatch):
+    monkeypatch.setattr("sideman.midiport.JACK_SETTLE_TIME", 0.0)
+    port = FakeQueuedRtMidiIn()
+    collector = Collector()
+    midi_input = MidiInput(port, "sideman-in:in", "jack", collector)
+    # Queued before the port opened: read once the reader starts.
+    port.queue.append(([0x90, 60, 100], 0.0))
+
+    midi_input.start_reading()
+    port.queue.append(([0xF8, 0x80, 60, 0], 0.25))
+
+    messages = collector.wait_for(3)
+    assert port.callback is None
+    assert [message.bytes() for message in messages] == [[0x90, 60, 100], [0xF8], [0x80, 60, 0]]
+    assert [message.time for message in messages] == [0.0, 0.25, 0.0]
+    reader = midi_input._reader
+    assert reader.name == "MIDI in sideman-in:in"
+
+    midi_input.close()
+    assert not reader.is_alive()
+    assert (port.closed, port.deleted, port.cancelled) == (1, 1, 0)
+
+
+def test_jack_input_closes_without_starting(monkeypatch):
+    monkeypatch.setattr("sideman.midiport.JACK_SETTLE_TIME", 0.0)
+    port = FakeQueuedRtMidiIn()
+    port.queue.append(([0x90, 60, 100], 0.0))
+    collector = Collector()
+
+    MidiInput(port, "sideman-in:in", "jack", collector).close()
+
+    assert collector.messages == []
+    assert (port.closed, port.deleted) == (1, 1)
+    assert list(port.queue) == [([0x90, 60, 100], 0.0)]
 
 
 def test_input_close_is_idempotent(caplog):
