@@ -303,7 +303,7 @@ def _open_midi_input(settings: Settings, engine: "Engine", output: "SharedOutput
     """Open the MIDI inputs with a router that feeds the engine; registered last on `resources`, they close first."""
     from .inputrouter import InputRouter
     from .midiinput import open_input
-    from .portkeeper import KeptInput
+    from .portkeeper import INPUT_COUNTS, KeptInput
 
     if sys.platform == "win32" and settings.midi.backend in ("auto", "winmm") and not settings.midi.input:
         logger.warning("no MIDI input: Windows has no virtual MIDI ports; name one with --midi-in NAME (a loopMIDI port) for live notes and CC control")
@@ -323,6 +323,13 @@ def _open_midi_input(settings: Settings, engine: "Engine", output: "SharedOutput
         kept = KeptInput(midi_input, reopen)
         resources.callback(kept.close)
         inputs.append(kept)
+
+    def input_status() -> dict[str, int]:
+        status = {f"input_{key}": sum(kept.counts()[key] for kept in inputs) for key in INPUT_COUNTS}
+        status["input_rate_limited"] = router.rate_limited
+        return status
+
+    engine.add_status_source(input_status)
     return inputs
 
 

@@ -262,6 +262,8 @@ class Engine:
         self._late_onsets = 0
         # Failures of samplers and of seeders; both share the plugin namespace.
         self._failures = PluginFailures()
+        # Callables that add their own keys to the status reply, e.g. the MIDI inputs' counts.
+        self._status_sources: list[Callable[[], dict[str, int | float | str]]] = []
 
         self._onset_beat = 0.0  # beat of the latest onset, note or rest
 
@@ -345,7 +347,7 @@ class Engine:
             beat = self._current_beat()
         live = self._live
         last_answer = live.last_answer if live is not None else None
-        return {
+        status = {
             "tempo": self._tempo_map.bpm_at(next_beat),
             "running": int(running),
             "sampler": self._improviser.chain.describe(),
@@ -379,6 +381,13 @@ class Engine:
             "answer_beat": float(last_answer[0]) if last_answer else -1.0,
             "answer_beats": float(last_answer[1] or 0.0) if last_answer else -1.0,
         }
+        for source in self._status_sources:
+            status.update(source())
+        return status
+
+    def add_status_source(self, source: Callable[[], dict[str, int | float | str]]) -> None:
+        """Have `source()` add its keys to every status reply; it runs in the thread that calls `status`."""
+        self._status_sources.append(source)
 
     @property
     def live_thru(self) -> bool:

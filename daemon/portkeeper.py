@@ -36,6 +36,7 @@ MAX_RETRY = 5.0  # seconds between attempts at most
 # graph callbacks (the sideman.jackwatch docstring gives the reason), so a port that returns is
 # reconnected within this time. Each read is a few lookups in JACK's shared memory.
 CHECK_INTERVAL = 0.25
+INPUT_COUNTS = ("received", "malformed", "ignored", "handler_errors")  # see sideman.midiinput.MidiInput
 
 
 class Endpoint(Protocol):
@@ -94,9 +95,12 @@ class KeptInput:
         self.connected_to: str | None = midi_input.connected_to
         self.backend = midi_input.backend
         self.description = f"MIDI input {midi_input.name}"
+        # The counts of the ports this input closed, so that the status reply keeps them.
+        self._earlier = dict.fromkeys(INPUT_COUNTS, 0)
 
     def lost(self) -> None:
         midi_input, self._input = self._input, None
+        self._add_to_earlier(midi_input)
         _close_quietly(midi_input, self.description)
 
     def reopen(self) -> None:
@@ -105,7 +109,27 @@ class KeptInput:
     def close(self) -> None:
         midi_input, self._input = self._input, None
         if midi_input is not None:
+            self._add_to_earlier(midi_input)
             midi_input.close()
+
+    def counts(self) -> dict[str, int]:
+        """Return the messages received, malformed, ignored and failed in the handler, over every port this input opened."""
+        totals = dict(self._earlier)
+        midi_input = self._input
+        if midi_input is not None:
+            for key, value in _input_counts(midi_input).items():
+                totals[key] += value
+        return totals
+
+    def _add_to_earlier(self, midi_input: Any) -> None:
+        if midi_input is None:
+            return
+        for key, value in _input_counts(midi_input).items():
+            self._earlier[key] += value
+
+
+def _input_counts(midi_input: Any) -> dict[str, int]:
+    return {key: getattr(midi_input, key) for key in INPUT_COUNTS}
 
 
 class PortKeeper:

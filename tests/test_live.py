@@ -144,6 +144,9 @@ def test_status_replies_with_tempo(tmp_path, model):
     assert status["tempo"] == pytest.approx(137.5)
     assert status["running"] == 1
     assert status["sampler"] == "temperature"
+    # Nothing played into the MIDI input.
+    for key in ("input_received", "input_malformed", "input_ignored", "input_rate_limited", "input_handler_errors"):
+        assert status[key] == 0, key
 
 
 def test_malformed_osc_logged_and_play_continues(tmp_path, model):

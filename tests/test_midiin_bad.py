@@ -564,6 +564,11 @@ JACK_GARBAGE = [
 ]
 
 
+# The 8 note_ons cut short by a pulse, F4, F5, FD, F9 and the note_on with data byte C8.
+# The SysEx and active sensing never reach sideman's parser: RtMidi filters them.
+JACK_MALFORMED = 13
+
+
 def live_daemon_status(daemon, key: str, expected, timeout: float = 10.0) -> dict:
     deadline = time.monotonic() + timeout
     status = daemon.status()
@@ -596,13 +601,13 @@ def test_jack_bad_bytes_then_call_answered(tmp_path, model, own_jack_server):
         status = live_daemon_status(daemon, "answers", 2)
         assert status["answers"] == 2
         assert status["live_notes"] == 2 * len(CALL)
+        assert status["input_malformed"] == JACK_MALFORMED
+        assert status["input_handler_errors"] == 0
 
         daemon.stop_process()
         assert daemon.receiver.balance() == {}
         log = daemon.log()
-        # Malformed: the 8 note_ons cut short by a pulse, F4, F5, FD, F9 and the note_on with data byte C8.
-        # The SysEx and active sensing never reach the callback: RtMidi filters them.
-        assert re.search(r"closed MIDI input sideman-in:in \(jack\): \d+ messages received, 13 malformed, 0 handler errors", log)
+        assert re.search(rf"closed MIDI input sideman-in:in \(jack\): \d+ messages received, {JACK_MALFORMED} malformed, 0 handler errors", log)
         assert "Traceback" not in log
 
 
@@ -633,6 +638,8 @@ def test_jack_flood_keeps_line_playing(tmp_path, model, own_jack_server):
         assert status["running"] == 1
         # 2 s at 120 BPM is 4 beats: sideman's own line went on during the flood.
         assert during >= 1, "sideman's line stopped during the flood"
+        assert status["input_received"] > 0
+        assert status["input_rate_limited"] > 0
         after = len(daemon.receiver.note_ons())
         daemon.wait_for_notes(after + 2, timeout=10.0)
 

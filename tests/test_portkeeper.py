@@ -8,7 +8,7 @@ import pytest
 
 from sideman.clock import FakeClock
 from sideman.errors import MidiSystemError
-from sideman.portkeeper import KeptConnection, KeptOutput, PortKeeper
+from sideman.portkeeper import KeptConnection, KeptInput, KeptOutput, PortKeeper
 from sideman.sharedoutput import SharedOutput
 
 
@@ -189,3 +189,38 @@ def test_restored_connection_resumes(synth_graph):
     wait_until(lambda: connection.state == "connected")
 
     assert calls == ["missing", "restored"]
+
+
+class FakeInput:
+    """A MidiInput's counts and close, for KeptInput."""
+
+    def __init__(self, received: int, malformed: int = 0, ignored: int = 0, handler_errors: int = 0):
+        self.name = "sideman-in:in"
+        self.connected_to = None
+        self.backend = "jack"
+        self.received = received
+        self.malformed = malformed
+        self.ignored = ignored
+        self.handler_errors = handler_errors
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_input_counts_survive_a_reopen():
+    first = FakeInput(received=10, malformed=2, ignored=1)
+    second = FakeInput(received=5, handler_errors=1)
+    kept = KeptInput(first, reopen=lambda: second)
+
+    kept.lost()
+    assert first.closed
+    assert kept.counts() == {"received": 10, "malformed": 2, "ignored": 1, "handler_errors": 0}
+
+    kept.reopen()
+    second.received += 1
+    assert kept.counts() == {"received": 16, "malformed": 2, "ignored": 1, "handler_errors": 1}
+
+    kept.close()
+    assert second.closed
+    assert kept.counts() == {"received": 16, "malformed": 2, "ignored": 1, "handler_errors": 1}
