@@ -522,6 +522,13 @@ class ReopeningReceiver:
             else:
                 self._record(event, segment)
 
+        # What arrived before close() is recorded too, up to one queue's worth.
+        for _ in range(RECEIVER_QUEUE_SIZE):
+            event = port.get_message()
+            if event is None:
+                break
+            self._record(event, segment)
+
     def _record(self, event: tuple[list[int], float], segment: int) -> None:
         wall = time.perf_counter()
         data, delta = event

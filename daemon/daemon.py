@@ -302,8 +302,8 @@ def _link_factory(settings: Settings) -> "Callable[[float, float], Any] | None":
 def _open_midi_input(settings: Settings, engine: "Engine", output: "SharedOutput", cc_map: "CcMap", resources: ExitStack) -> list["KeptInput"]:
     """Open the MIDI inputs with a router that feeds the engine; registered last on `resources`, they close first."""
     from .inputrouter import InputRouter
-    from .midiinput import open_input
-    from .portkeeper import INPUT_COUNTS, KeptInput
+    from .midiinput import INPUT_COUNTS, open_input
+    from .portkeeper import KeptInput
 
     if sys.platform == "win32" and settings.midi.backend in ("auto", "winmm") and not settings.midi.input:
         logger.warning("no MIDI input: Windows has no virtual MIDI ports; name one with --midi-in NAME (a loopMIDI port) for live notes and CC control")
@@ -325,7 +325,8 @@ def _open_midi_input(settings: Settings, engine: "Engine", output: "SharedOutput
         inputs.append(kept)
 
     def input_status() -> dict[str, int]:
-        status = {f"input_{key}": sum(kept.counts()[key] for kept in inputs) for key in INPUT_COUNTS}
+        counts = [kept.counts() for kept in inputs]
+        status = {f"input_{key}": sum(each[key] for each in counts) for key in INPUT_COUNTS}
         status["input_rate_limited"] = router.rate_limited
         return status
 

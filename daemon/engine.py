@@ -60,7 +60,7 @@ import queue
 import threading
 import traceback
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import mido
 
@@ -263,7 +263,7 @@ class Engine:
         # Failures of samplers and of seeders; both share the plugin namespace.
         self._failures = PluginFailures()
         # Callables that add their own keys to the status reply, e.g. the MIDI inputs' counts.
-        self._status_sources: list[Callable[[], dict[str, int | float | str]]] = []
+        self._status_sources: list[Callable[[], Mapping[str, int | float | str]]] = []
 
         self._onset_beat = 0.0  # beat of the latest onset, note or rest
 
@@ -382,10 +382,18 @@ class Engine:
             "answer_beats": float(last_answer[1] or 0.0) if last_answer else -1.0,
         }
         for source in self._status_sources:
-            status.update(source())
+            try:
+                extra = source()
+            except Exception:
+                log.exception("a status source failed; its keys are missing from this reply")
+                continue
+            taken = status.keys() & extra.keys()
+            if taken:
+                log.warning("a status source reports keys the engine reports itself, which stay the engine's: %s", ", ".join(sorted(taken)))
+            status.update({key: value for key, value in extra.items() if key not in taken})
         return status
 
-    def add_status_source(self, source: Callable[[], dict[str, int | float | str]]) -> None:
+    def add_status_source(self, source: Callable[[], Mapping[str, int | float | str]]) -> None:
         """Have `source()` add its keys to every status reply; it runs in the thread that calls `status`."""
         self._status_sources.append(source)
 

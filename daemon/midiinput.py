@@ -31,13 +31,16 @@ from sideman.midiport import MidiSystem, OpenPort, NativeMidiSystem, choose_back
 log = logging.getLogger(__name__)
 
 SUMMARY_INTERVAL = 10.0  # seconds: the shortest time between two log lines about repeated faults
-# Under JACK a reader thread takes events from RtMidi's queue: it looks again
-# after this many seconds when the queue is empty. Each look takes the GIL
-# for a few microseconds, and an event waits at most this long.
+# Under JACK a reader thread polls RtMidi's queue, again after this many
+# seconds when it is empty. Each poll takes the GIL for a few microseconds,
+# and the polling adds at most this much to an event's latency.
 QUEUE_POLL_INTERVAL = 0.001
 # Events RtMidi queues for the reader thread: 3 s of a 10,000 messages a second flood.
 # RtMidi drops an event that finds the queue full and prints a line to stderr.
+# NOTE: no count of sideman's shows such drops.
 QUEUE_SIZE = 32768
+# The counts of a MidiInput that the status reply reports, as attribute names.
+INPUT_COUNTS = ("received", "malformed", "ignored", "handler_errors")
 # A log line shows at most this many bytes of a malformed event; a SysEx can be 64 KiB long.
 MAX_LOGGED_BYTES = 32
 
@@ -305,6 +308,7 @@ class MidiInput(OpenPort):
         self.ignored = 0
         self._malformed = RepeatedWarning(f"%d more malformed MIDI messages dropped on {name}", clock)
         self._handler_errors = RepeatedWarning(f"%d more MIDI input handler errors on {name}", clock)
+        self._read_errors = RepeatedWarning(f"%d more errors reading {name} from RtMidi's queue", clock)
 
         # SysEx and active sensing can arrive by the thousand and sideman uses
         # neither. Timing messages stay, because MIDI clock, start, stop,
@@ -325,7 +329,7 @@ class MidiInput(OpenPort):
 
         Events that arrived since the port opened wait in RtMidi's queue until then.
         """
-        if self._reader is not None and not self._reader.is_alive():
+        if self._reader is not None and self._reader.ident is None:
             self._reader.start()
 
     @property
@@ -337,13 +341,24 @@ class MidiInput(OpenPort):
         return self._handler_errors.count
 
     def _read_queue(self, port: Any) -> None:
-        """Pass on each event RtMidi queued, until close(); the reader thread's loop."""
+        """Pass on each event RtMidi queued, until close(); the reader thread's loop.
+
+        An error ends neither the loop nor the input: it is logged, and the
+        next event is read.
+        """
         while not self._stop_reading.is_set():
-            event = port.get_message()
-            if event is None:
+            try:
+                event = port.get_message()
+                if event is None:
+                    self._stop_reading.wait(QUEUE_POLL_INTERVAL)
+                else:
+                    self._receive(event)
+            except Exception:
+                self._read_errors.warn(
+                    "reading MIDI input %s from RtMidi's queue failed; reading on, later errors are counted and reported at most every %.0f s",
+                    self.name, SUMMARY_INTERVAL, exc_info=True,
+                )
                 self._stop_reading.wait(QUEUE_POLL_INTERVAL)
-            else:
-                self._receive(event)
 
     def _receive(self, event: tuple[list[int], float], data: object = None) -> None:
         """Pass the messages of one rtmidi event on to `on_message`; runs on rtmidi's thread or the reader thread.
@@ -355,7 +370,7 @@ class MidiInput(OpenPort):
         not at all.
         """
         if self._port is None:
-            return  # closed while rtmidi was delivering
+            return  # closed while an event was being delivered
 
         try:
             raw, delta = _event_parts(event)
@@ -406,13 +421,14 @@ class MidiInput(OpenPort):
         )
 
     def close(self) -> None:
-        """Stop the callback, close the port and free its client; closing again does nothing."""
+        """Stop the callback or the reader thread, close the port and free its client; closing again does nothing."""
         if self._port is None:
             return
         port, self._port = self._port, None
 
         if self._reader is not None:
-            # What RtMidi still queues goes with the port.
+            # What RtMidi still queues goes with the port, and an event the reader
+            # took as `_port` became None is dropped.
             self._stop_reading.set()
             if self._reader.is_alive():
                 self._reader.join()
@@ -425,6 +441,7 @@ class MidiInput(OpenPort):
 
         self._malformed.flush()
         self._handler_errors.flush()
+        self._read_errors.flush()
         log.info(
             "closed MIDI input %s (%s): %d messages received, %d malformed, %d handler errors",
             self.name, self.backend, self.received, self.malformed, self.handler_errors,
@@ -459,7 +476,8 @@ def open_input(
 
     `connect_to` is a full port name or a unique part of it (CLI `--midi-in`).
     Windows has no virtual ports, so there `connect_to` is required.
-    `on_message` is called on rtmidi's thread for every message received (see
+    `on_message` is called on rtmidi's thread, or under JACK on the input's
+    reader thread, for every message received (see
     MidiInput). Raises MidiSystemError when no backend is usable, the port is
     not found or ambiguous, or the client name is taken under JACK.
     """

@@ -129,21 +129,22 @@ def _libjack() -> ctypes.CDLL | None:
 
 
 # libjack prints its messages to stderr from whichever thread has one, JACK's
-# process threads included, and sideman leaves it so: no Python code runs in
-# those threads. A Python handler there would wait for the GIL, which
-# python-rtmidi holds while it opens or closes a JACK client and so waits for
-# those very threads (see MidiInput). Around a probe, whose failure sideman
+# process threads included, and sideman leaves it so: the only Python code in
+# those threads is JackWatch's shutdown callback, which runs once the server
+# is gone. A Python handler there would wait for the GIL, which python-rtmidi
+# holds while it opens or closes a JACK client and so waits for those very
+# threads (see MidiInput). Around a probe, whose failure sideman
 # reports in its own words, the messages are dropped instead: the handlers,
 # two exported variables of libjack, point at a C function that ignores its
 # argument for that time.
 _JACK_HANDLER_VARIABLES = ("jack_error_callback", "jack_info_callback")
 _quiet_lock = threading.Lock()
 _quiet_depth = 0  # blocks of quiet_jack_messages running now, in any thread
-_loud_handlers: dict[str, int] = {}  # the handlers to put back when the last block ends
+_saved_jack_handlers: dict[str, int] = {}  # the handlers to put back when the last block ends
 
 
 @functools.cache
-def _function_ignoring_its_argument() -> int | None:
+def _noop_handler_address() -> int | None:
     """Return the address of libc's strlen, or None where it cannot be found.
 
     strlen reads the string and returns its length, which the caller drops.
@@ -152,7 +153,8 @@ def _function_ignoring_its_argument() -> int | None:
     """
     try:
         return ctypes.cast(ctypes.CDLL(None).strlen, ctypes.c_void_p).value
-    except (OSError, TypeError, AttributeError):
+    except (OSError, TypeError, AttributeError) as error:
+        log.debug("libjack's messages stay on during probes: libc's strlen not found (%s)", error)
         return None
 
 
@@ -160,13 +162,13 @@ def _function_ignoring_its_argument() -> int | None:
 def quiet_jack_messages(library: ctypes.CDLL) -> Iterator[None]:
     """Drop libjack's messages while the block runs; nested and concurrent blocks are fine."""
     global _quiet_depth
-    ignore = _function_ignoring_its_argument()
+    ignore = _noop_handler_address()
     with _quiet_lock:
         if _quiet_depth == 0:
-            _loud_handlers.clear()
-            _loud_handlers.update(_read_jack_handlers(library))
+            _saved_jack_handlers.clear()
+            _saved_jack_handlers.update(_read_jack_handlers(library))
             if ignore is not None:
-                _write_jack_handlers(library, dict.fromkeys(_loud_handlers, ignore))
+                _write_jack_handlers(library, dict.fromkeys(_saved_jack_handlers, ignore))
         _quiet_depth += 1
     try:
         yield
@@ -174,7 +176,7 @@ def quiet_jack_messages(library: ctypes.CDLL) -> Iterator[None]:
         with _quiet_lock:
             _quiet_depth -= 1
             if _quiet_depth == 0:
-                _write_jack_handlers(library, _loud_handlers)
+                _write_jack_handlers(library, _saved_jack_handlers)
 
 
 def _read_jack_handlers(library: ctypes.CDLL) -> dict[str, int]:

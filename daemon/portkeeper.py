@@ -27,6 +27,7 @@ from typing import Any, Callable, Protocol
 
 from .errors import MidiSystemError
 from .jackwatch import JackWatch
+from .midiinput import INPUT_COUNTS
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ MAX_RETRY = 5.0  # seconds between attempts at most
 # graph callbacks (the sideman.jackwatch docstring gives the reason), so a port that returns is
 # reconnected within this time. Each read is a few lookups in JACK's shared memory.
 CHECK_INTERVAL = 0.25
-INPUT_COUNTS = ("received", "malformed", "ignored", "handler_errors")  # see sideman.midiinput.MidiInput
 
 
 class Endpoint(Protocol):
@@ -96,36 +96,42 @@ class KeptInput:
         self.backend = midi_input.backend
         self.description = f"MIDI input {midi_input.name}"
         # The counts of the ports this input closed, so that the status reply keeps them.
-        self._earlier = dict.fromkeys(INPUT_COUNTS, 0)
+        # The lock makes a port's move from `_input` into these counts one step for counts().
+        self._closed_counts = dict.fromkeys(INPUT_COUNTS, 0)
+        self._counts_lock = threading.Lock()
 
     def lost(self) -> None:
-        midi_input, self._input = self._input, None
-        self._add_to_earlier(midi_input)
-        _close_quietly(midi_input, self.description)
+        with self._counts_lock:
+            midi_input, self._input = self._input, None
+            _close_quietly(midi_input, self.description)
+            self._add_to_closed(midi_input)
 
     def reopen(self) -> None:
         self._input = self._reopen()
 
     def close(self) -> None:
-        midi_input, self._input = self._input, None
-        if midi_input is not None:
-            self._add_to_earlier(midi_input)
-            midi_input.close()
+        with self._counts_lock:
+            midi_input, self._input = self._input, None
+            if midi_input is not None:
+                # Closed first: the reader thread delivers until close() returns.
+                midi_input.close()
+                self._add_to_closed(midi_input)
 
     def counts(self) -> dict[str, int]:
         """Return the messages received, malformed, ignored and failed in the handler, over every port this input opened."""
-        totals = dict(self._earlier)
-        midi_input = self._input
-        if midi_input is not None:
-            for key, value in _input_counts(midi_input).items():
-                totals[key] += value
-        return totals
+        with self._counts_lock:
+            totals = dict(self._closed_counts)
+            midi_input = self._input
+            if midi_input is not None:
+                for key, value in _input_counts(midi_input).items():
+                    totals[key] += value
+            return totals
 
-    def _add_to_earlier(self, midi_input: Any) -> None:
+    def _add_to_closed(self, midi_input: Any) -> None:
         if midi_input is None:
             return
         for key, value in _input_counts(midi_input).items():
-            self._earlier[key] += value
+            self._closed_counts[key] += value
 
 
 def _input_counts(midi_input: Any) -> dict[str, int]:

@@ -212,6 +212,7 @@ class Receiver:
         self._clock: float | None = None
         self._arrived = threading.Condition()
         self._stop_reading = threading.Event()
+        self._read_error: BaseException | None = None  # raised again by messages() and wait_for()
 
         self._port = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=self.client_name, queue_size_limit=RECEIVER_QUEUE_SIZE)
         # Record clock and SysEx too; active sensing is only noise here.
@@ -232,16 +233,24 @@ class Receiver:
         connect_ports(wait_for_port(source), self.port_name)
 
     def _read(self, port: rtmidi.MidiIn) -> None:
-        while not self._stop_reading.is_set():
-            event = port.get_message()
-            if event is None:
-                time.sleep(RECEIVER_POLL_INTERVAL)
-                continue
-            self._record(event)
+        try:
+            while not self._stop_reading.is_set():
+                event = port.get_message()
+                if event is None:
+                    time.sleep(RECEIVER_POLL_INTERVAL)
+                    continue
+                self._record(event)
 
-        # What arrived before close() is recorded too.
-        while (event := port.get_message()) is not None:
-            self._record(event)
+            # What arrived before close() is recorded too, up to one queue's worth.
+            for _ in range(RECEIVER_QUEUE_SIZE):
+                event = port.get_message()
+                if event is None:
+                    break
+                self._record(event)
+        except BaseException as error:
+            with self._arrived:
+                self._read_error = error
+                self._arrived.notify_all()
 
     def _record(self, event: tuple[list[int], float]) -> None:
         data_bytes, delta = event
@@ -254,8 +263,13 @@ class Receiver:
             self._received.append(message)
             self._arrived.notify_all()
 
+    def _raise_read_error(self) -> None:
+        if self._read_error is not None:
+            raise AssertionError(f"the receiver {self.port_name} stopped reading") from self._read_error
+
     def messages(self) -> list[mido.Message]:
         with self._arrived:
+            self._raise_read_error()
             return list(self._received)
 
     def note_ons(self) -> list[mido.Message]:
@@ -267,6 +281,7 @@ class Receiver:
         deadline = time.monotonic() + timeout
         with self._arrived:
             while not predicate(list(self._received)):
+                self._raise_read_error()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise AssertionError(f"condition not met within {timeout} s; received: {self._received}")

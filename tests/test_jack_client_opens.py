@@ -19,15 +19,16 @@ import pytest
 
 from sideman.midiinput import open_input
 from sideman.midiport import open_output
-from tests.jack import Receiver, Sender, connect_ports, wait_for_port
+from tests.jack import CLIENT_TIMEOUT_MS, Receiver, Sender, connect_ports, wait_for_port
 
 pytestmark = pytest.mark.ports
 
 OPENS = 20  # clients opened and closed while the stream plays
+CLIENT_TIMEOUT = CLIENT_TIMEOUT_MS / 1000.0  # seconds: an open that took this long waited for the server's timeout
 STREAM_INTERVAL = 0.005  # seconds between the stream's messages: note_on and note_off in turn
 
-# Streams note_on/note_off pairs of A4 on `stream:out` until its stdin closes,
-# then prints how many pairs it sent.
+# Streams note_on/note_off pairs of A4 on the port `out` of the client named by
+# its first argument until its stdin closes, then prints how many pairs it sent.
 STREAM = f"""
 import sys, threading, time
 import rtmidi
@@ -51,7 +52,7 @@ out.delete()
 
 
 class Stream:
-    """A subprocess that plays the stream into `destination` until stopped."""
+    """A subprocess that plays the stream on the port `out` of client `client_name` until stopped."""
 
     def __init__(self, client_name: str) -> None:
         self.client_name = client_name
@@ -82,7 +83,7 @@ def open_and_close_outputs(prefix: str) -> None:
         started = time.monotonic()
         output = open_output("jack", client_name=f"{prefix}-{number}")
         output.close()
-        assert time.monotonic() - started < 5.0, f"open and close {number} took the server's client timeout"
+        assert time.monotonic() - started < CLIENT_TIMEOUT, f"open and close {number} took the server's client timeout"
 
 
 def test_daemon_input_during_output_opens(own_jack_server):
@@ -124,7 +125,7 @@ def test_receiver_during_sender_opens(own_jack_server):
             started = time.monotonic()
             with Sender(sink.port_name):
                 pass
-            assert time.monotonic() - started < 5.0, f"sender {number} took the server's client timeout"
+            assert time.monotonic() - started < CLIENT_TIMEOUT, f"sender {number} took the server's client timeout"
 
         pairs = stream.stop()
         time.sleep(0.1)

@@ -294,19 +294,28 @@ class FakeQueuedRtMidiIn(FakeRtMidiIn):
     def __init__(self) -> None:
         super().__init__()
         self.queue: collections.deque[tuple[list[int], float]] = collections.deque()
+        self.read_after_close = 0
 
     def get_message(self) -> tuple[list[int], float] | None:
+        if self.closed or self.deleted:
+            self.read_after_close += 1
         try:
             return self.queue.popleft()
         except IndexError:
             return None
 
 
-def test_jack_input_reads_the_queue_on_a_thread_of_its_own(monkeypatch):
+def test_jack_input_reads_queue_on_thread(monkeypatch):
     monkeypatch.setattr("sideman.midiport.JACK_SETTLE_TIME", 0.0)
     port = FakeQueuedRtMidiIn()
+    threads = []
     collector = Collector()
-    midi_input = MidiInput(port, "sideman-in:in", "jack", collector)
+
+    def on_message(message: mido.Message) -> None:
+        threads.append(threading.current_thread().name)
+        collector(message)
+
+    midi_input = MidiInput(port, "sideman-in:in", "jack", on_message)
     # Queued before the port opened: read once the reader starts.
     port.queue.append(([0x90, 60, 100], 0.0))
 
@@ -317,12 +326,39 @@ def test_jack_input_reads_the_queue_on_a_thread_of_its_own(monkeypatch):
     assert port.callback is None
     assert [message.bytes() for message in messages] == [[0x90, 60, 100], [0xF8], [0x80, 60, 0]]
     assert [message.time for message in messages] == [0.0, 0.25, 0.0]
-    reader = midi_input._reader
-    assert reader.name == "MIDI in sideman-in:in"
+    assert set(threads) == {"MIDI in sideman-in:in"}
 
     midi_input.close()
-    assert not reader.is_alive()
+    assert not midi_input._reader.is_alive()
     assert (port.closed, port.deleted, port.cancelled) == (1, 1, 0)
+    assert port.read_after_close == 0
+    midi_input.start_reading()  # after close: starts nothing and raises nothing
+
+
+def test_jack_input_reads_on_after_error(monkeypatch, caplog):
+    monkeypatch.setattr("sideman.midiport.JACK_SETTLE_TIME", 0.0)
+    port = FakeQueuedRtMidiIn()
+    reads = iter([RuntimeError("RtMidi failed"), ([0x90, 60, 100], 0.0)])
+
+    def get_message():
+        item = next(reads, None)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    port.get_message = get_message
+    collector = Collector()
+    midi_input = MidiInput(port, "sideman-in:in", "jack", collector)
+
+    midi_input.start_reading()
+    messages = collector.wait_for(1)
+    midi_input.close()
+
+    assert [message.bytes() for message in messages] == [[0x90, 60, 100]]
+    errors = [record for record in caplog.records if record.name == LOGGER and record.levelno == logging.WARNING]
+    assert len(errors) == 1
+    assert "from RtMidi's queue failed" in errors[0].getMessage()
+    assert errors[0].exc_info is not None
 
 
 def test_jack_input_closes_without_starting(monkeypatch):

@@ -202,6 +202,23 @@ def test_probe_in_fresh_process_prints_one_line():
     assert "no JACK server 'sideman-absent-" in result.stdout
 
 
+def test_quiet_jack_messages_nests_and_restores():
+    library = midiport._libjack()
+    if library is None:
+        pytest.skip("libjack not found")
+    loud = midiport._read_jack_handlers(library)
+    noop = midiport._noop_handler_address()
+    assert loud and noop is not None
+    assert noop not in loud.values()
+
+    with midiport.quiet_jack_messages(library):
+        with midiport.quiet_jack_messages(library):
+            assert midiport._read_jack_handlers(library) == dict.fromkeys(loud, noop)
+        assert midiport._read_jack_handlers(library) == dict.fromkeys(loud, noop)
+
+    assert midiport._read_jack_handlers(library) == loud
+
+
 # --- Port names -------------------------------------------------------------
 
 PORTS = ["system:midi_playback_1", "system:midi_playback_2", "fluidsynth:midi_00", "Synth:in", "Synth:in 2"]

@@ -205,6 +205,8 @@ class FakeInput:
         self.closed = False
 
     def close(self) -> None:
+        # As the reader thread does: it delivers until close() returns.
+        self.received += 1
         self.closed = True
 
 
@@ -215,12 +217,12 @@ def test_input_counts_survive_a_reopen():
 
     kept.lost()
     assert first.closed
-    assert kept.counts() == {"received": 10, "malformed": 2, "ignored": 1, "handler_errors": 0}
+    assert kept.counts() == {"received": 11, "malformed": 2, "ignored": 1, "handler_errors": 0}
 
     kept.reopen()
     second.received += 1
-    assert kept.counts() == {"received": 16, "malformed": 2, "ignored": 1, "handler_errors": 1}
+    assert kept.counts() == {"received": 17, "malformed": 2, "ignored": 1, "handler_errors": 1}
 
     kept.close()
     assert second.closed
-    assert kept.counts() == {"received": 16, "malformed": 2, "ignored": 1, "handler_errors": 1}
+    assert kept.counts() == {"received": 18, "malformed": 2, "ignored": 1, "handler_errors": 1}
