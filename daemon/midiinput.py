@@ -34,6 +34,8 @@ SUMMARY_INTERVAL = 10.0  # seconds: the shortest time between two log lines abou
 # Under JACK a reader thread polls RtMidi's queue, again after this many
 # seconds when it is empty. Each poll takes the GIL for a few microseconds,
 # and the polling adds at most this much to an event's latency.
+# NOTE: what the polling costs the engine's onset timing under load has not
+# been measured side by side with the callback.
 QUEUE_POLL_INTERVAL = 0.001
 # Events RtMidi queues for the reader thread: 3 s of a 10,000 messages a second flood.
 # RtMidi drops an event that finds the queue full and prints a line to stderr.
