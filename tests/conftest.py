@@ -1,7 +1,6 @@
 """Requirements of the `ports`, `tensorflow` and `link` markers.
 
-A test marked `ports` gets the session's private JACK server (a test that
-stops, stalls or floods a server asks for `own_jack_server` instead); one marked
+A test marked `ports` gets a private JACK server of its own; one marked
 `tensorflow` runs only where TensorFlow imports; one marked `link` runs only
 on Linux as root with iproute2's `ip` and aalink, because it runs Ableton Link
 peers in a network namespace of its own. Where they are missing such tests
@@ -42,27 +41,6 @@ def _unavailable(marker: str, reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def jack_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JackServer]:
-    """Start a private JACK server and point JACK_DEFAULT_SERVER at it for the whole session."""
-    server = JackServer(f"sideman-test-{os.getpid()}", tmp_path_factory.mktemp("jack") / "jackd.log")
-    try:
-        server.start()
-    except JackServerError as error:
-        _unavailable("ports", f"no private JACK server: {error}")
-
-    previous = os.environ.get("JACK_DEFAULT_SERVER")
-    os.environ["JACK_DEFAULT_SERVER"] = server.name
-    try:
-        yield server
-    finally:
-        if previous is None:
-            os.environ.pop("JACK_DEFAULT_SERVER", None)
-        else:
-            os.environ["JACK_DEFAULT_SERVER"] = previous
-        server.stop()
-
-
 _own_server_numbers = itertools.count(1)
 
 
@@ -70,14 +48,16 @@ _own_server_numbers = itertools.count(1)
 def own_jack_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JackServer]:
     """Start a JACK server for this test alone and point JACK_DEFAULT_SERVER at it until the test ends.
 
-    For tests that stop, stall or flood the server: whatever state they leave
-    it in, the next test still finds the session's server as it was.
+    Every `ports` test gets one, and a test that stops the server asks for it
+    by name. A shared server carried one test's leftovers into the next: in
+    CI runs a client that a test closed left the server's cycle waiting for
+    10 s, and the next test's clients were refused ("Driver is not running").
     """
     server = JackServer(f"sideman-test-{os.getpid()}-{next(_own_server_numbers)}", tmp_path / "jackd.log")
     try:
         server.start()
     except JackServerError as error:
-        _unavailable("ports", f"no private JACK server of the test's own: {error}")
+        _unavailable("ports", f"no private JACK server: {error}")
 
     monkeypatch.setenv("JACK_DEFAULT_SERVER", server.name)
     try:
@@ -89,7 +69,7 @@ def own_jack_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
 @pytest.fixture(autouse=True)
 def _marker_requirements(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("ports") is not None:
-        request.getfixturevalue("jack_server")
+        request.getfixturevalue("own_jack_server")
 
     if request.node.get_closest_marker("tensorflow") is not None:
         try:

@@ -1,9 +1,4 @@
-"""A running daemon switching to a third-party sampler and seeder over OSC, on the private JACK server.
-
-It lives apart from tests/test_third_party_plugin.py so that it runs before
-tests/test_port_loss.py, whose stalled-server test leaves the session's JACK
-server slow to accept new clients.
-"""
+"""A running daemon switching to a third-party sampler and seeder over OSC, on a private JACK server."""
 
 import pytest
 
