@@ -48,7 +48,7 @@ _own_server_numbers = itertools.count(1)
 def own_jack_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JackServer]:
     """Start a JACK server for this test alone and point JACK_DEFAULT_SERVER at it until the test ends.
 
-    Every `ports` test gets one, and a test that stops the server asks for it
+    Every `ports` test gets one, and a test that stops the server requests it
     by name. A shared server carried one test's leftovers into the next: in
     CI runs a client that a test closed left the server's cycle waiting for
     10 s, and the next test's clients were refused ("Driver is not running").
