@@ -387,10 +387,10 @@ class Engine:
             except Exception:
                 log.exception("a status source failed; its keys are missing from this reply")
                 continue
-            taken = status.keys() & extra.keys()
-            if taken:
-                log.warning("a status source reports keys the engine reports itself, which stay the engine's: %s", ", ".join(sorted(taken)))
-            status.update({key: value for key, value in extra.items() if key not in taken})
+            duplicate_keys = status.keys() & extra.keys()
+            if duplicate_keys:
+                log.warning("a status source reports keys the engine reports itself, which stay the engine's: %s", ", ".join(sorted(duplicate_keys)))
+            status.update({key: value for key, value in extra.items() if key not in duplicate_keys})
         return status
 
     def add_status_source(self, source: Callable[[], Mapping[str, int | float | str]]) -> None:
