@@ -38,6 +38,17 @@ VERBOSE_VARIABLE = "SIDEMAN_JACKD_VERBOSE"
 LOG_TAIL_LINES = 60  # lines of a server's log quoted in a JackServerError
 
 
+# The first lines of a Python child script that talks to the test over its
+# standard output and opens JACK clients. libjack prints to file descriptor 1 as
+# well (every request, on a server started with --verbose), and a JACK thread
+# that writes into a full pipe stalls the server's cycle. The script keeps the
+# pipe for its own lines and points file descriptor 1 at /dev/null.
+CHILD_STDOUT_PRELUDE = """import os, sys
+sys.stdout = os.fdopen(os.dup(1), "w")
+os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+"""
+
+
 class JackServerError(RuntimeError):
     """jackd is missing, or the server did not start."""
 

@@ -19,7 +19,7 @@ import pytest
 
 from sideman.midiinput import open_input
 from sideman.midiport import open_output
-from tests.jack import CLIENT_TIMEOUT_MS, Receiver, Sender, connect_ports, wait_for_port
+from tests.jack import CHILD_STDOUT_PRELUDE, CLIENT_TIMEOUT_MS, Receiver, Sender, connect_ports, wait_for_port
 
 pytestmark = pytest.mark.ports
 
@@ -29,8 +29,8 @@ STREAM_INTERVAL = 0.005  # seconds between the stream's messages: note_on and no
 
 # Streams note_on/note_off pairs of A4 on the port `out` of the client named by
 # its first argument until its stdin closes, then prints how many pairs it sent.
-STREAM = f"""
-import sys, threading, time
+STREAM = CHILD_STDOUT_PRELUDE + f"""
+import threading, time
 import rtmidi
 out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=sys.argv[1])
 out.open_virtual_port("out")

@@ -17,7 +17,7 @@ import pytest
 
 from sideman.errors import MidiSystemError
 from sideman.midiinput import SUMMARY_INTERVAL, MidiInput, RepeatedWarning, open_input
-from tests.jack import connect_ports, jack_ports, wait_for_port
+from tests.jack import CHILD_STDOUT_PRELUDE, connect_ports, jack_ports, wait_for_port
 from tests.test_midiport import FakeMidiSystem
 
 LOGGER = "sideman.midiinput"
@@ -425,9 +425,8 @@ def test_open_input_jack_client_name_taken():
 # notification thread recomputes port latencies after another client's change.
 # Closing a second client in the test process right after the input made these
 # tests crash now and then. A crash of the sender's process fails no test.
-SENDER_SCRIPT = textwrap.dedent(
+SENDER_SCRIPT = CHILD_STDOUT_PRELUDE + textwrap.dedent(
     """
-    import sys
     import time
 
     import rtmidi

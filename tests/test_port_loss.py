@@ -15,7 +15,7 @@ import mido
 import pytest
 import rtmidi
 
-from tests.jack import Receiver, wait_for_port
+from tests.jack import CHILD_STDOUT_PRELUDE, Receiver, wait_for_port
 from tests.live import DAEMON_PORT, LiveDaemon
 
 pytestmark = pytest.mark.ports
@@ -149,8 +149,8 @@ def test_sigterm_while_jack_server_is_gone(tmp_path, own_jack_server):
 # Sends notes through SharedOutput with a SendBudget, as the daemon does, and
 # prints how many went out and how many were dropped. It runs in a process of
 # its own because, without the budget, python-rtmidi would block it for good.
-STALLED_SENDER = """
-import sys, time
+STALLED_SENDER = CHILD_STDOUT_PRELUDE + """
+import time
 import mido
 from sideman.jackwatch import JackWatch
 from sideman.midiport import open_output
