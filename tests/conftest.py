@@ -7,6 +7,11 @@ peers in a network namespace of its own. Where they are missing such tests
 skip, unless SIDEMAN_REQUIRE_PORTS=1, SIDEMAN_REQUIRE_TF=1 or
 SIDEMAN_REQUIRE_LINK=1 is set (CI sets all three): then a missing
 requirement, or any skip of such a test, fails.
+
+A `ports` test that fails with JackServerError runs once more, on a fresh
+server: on a busy shared machine the --sync test server now and then stops
+its process cycle for good. The summary counts such reruns; a test that fails
+again, or fails in any other way, fails.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.jack import JackServer, JackServerError, default_server_log_tail
+from tests.live import describe_started_daemons, started_daemons
 
 REQUIREMENTS = {
     # marker: environment variable that turns its skips into failures
@@ -42,6 +48,14 @@ def _unavailable(marker: str, reason: str) -> None:
 
 
 _own_server_numbers = itertools.count(1)
+JACK_RERUNS = 1  # further runs of a ports test that failed with JackServerError
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("ports") is not None:
+            # pytest-rerunfailures; the pattern is searched in "ExceptionType: message" of each exception in the chain.
+            item.add_marker(pytest.mark.flaky(reruns=JACK_RERUNS, only_rerun=["JackServerError"]))
 
 
 @pytest.fixture
@@ -101,8 +115,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     # the report itself is turned into a failure where the requirement is set.
     report = yield
     if report.failed and item.get_closest_marker("ports") is not None:
-        # The server's side of a failed MIDI test: refused clients and xruns show up there.
+        # The server's log shows refused clients and xruns. The daemons' logs
+        # and exit statuses show whether a daemon crashed.
         report.sections.append(("end of the JACK server's log", default_server_log_tail()))
+        report.sections.append(("sideman daemons of this test", describe_started_daemons()))
+    if call.when == "teardown":
+        started_daemons.clear()
     if not report.skipped or hasattr(report, "wasxfail"):
         return report
 

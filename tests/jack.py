@@ -50,7 +50,17 @@ os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
 
 
 class JackServerError(RuntimeError):
-    """jackd is missing, or the server did not start."""
+    """jackd is missing, the server did not start, or it stopped serving clients.
+
+    A --sync server whose cycle waited for a client longer than the client
+    timeout stops running cycles for good: it refuses every new client
+    ("Driver is not running"). A ports test that fails with this error runs
+    once more on a fresh server (tests/conftest.py).
+    """
+
+
+# Lines in a server's log once its cycle has stopped for good.
+STOPPED_SERVER_SIGNS = ("engine may now behave abnormally", "Driver is not running")
 
 
 class JackServer:
@@ -72,7 +82,10 @@ class JackServer:
         # Containers and CI machines rarely grant realtime priority, hence
         # --no-realtime. On a busy machine clients then run late: --sync makes the
         # server wait for them so that no MIDI event is dropped, and a long
-        # client timeout keeps slow clients from being thrown out.
+        # client timeout keeps slow clients from being thrown out. Without
+        # --sync, a run of the ports tests beside a spinning process lost
+        # note_offs and notes. The price: a client that misses a cycle by the
+        # timeout stops the server for good (see JackServerError).
         command = [jackd, "--no-realtime", "--sync", "--timeout", str(CLIENT_TIMEOUT_MS), "-n", self.name]
         if os.environ.get(VERBOSE_VARIABLE) == "1":
             command.append("--verbose")
@@ -135,6 +148,20 @@ def default_server_log_tail() -> str:
     return server.log_tail()
 
 
+def check_default_server(waited_for: str) -> None:
+    """Raise JackServerError if the server that JACK_DEFAULT_SERVER names has stopped its cycle.
+
+    Called where a wait for `waited_for` timed out, so that the failure
+    names a stopped server rather than the daemon.
+    """
+    server = _running_servers.get(os.environ.get("JACK_DEFAULT_SERVER", ""))
+    if server is None:
+        return
+    log = server.log()
+    if any(sign in log for sign in STOPPED_SERVER_SIGNS):
+        raise JackServerError(f"the JACK server stopped its process cycle while the test waited for {waited_for}; the end of its log:\n{server.log_tail()}")
+
+
 def _end_with_parent() -> None:
     """In the child before exec: have the kernel send SIGTERM when the test process dies.
 
@@ -185,6 +212,7 @@ def wait_for_port(name_part: str, timeout: float = 10.0) -> str:
         if len(matches) > 1:
             raise AssertionError(f"JACK port name part {name_part!r} is ambiguous: {matches}")
         if time.monotonic() > deadline:
+            check_default_server(f"a port containing {name_part!r}")
             raise AssertionError(f"no JACK port containing {name_part!r} after {timeout} s; ports: {jack_ports()}")
         time.sleep(0.1)
 
@@ -295,6 +323,7 @@ class Receiver:
                 self._raise_read_error()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    check_default_server(f"messages on {self.port_name}")
                     raise AssertionError(f"condition not met within {timeout} s; received: {self._received}")
                 self._arrived.wait(remaining)
             return list(self._received)

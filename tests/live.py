@@ -14,7 +14,7 @@ import mido
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from tests.jack import Receiver, Sender, wait_for_port
+from tests.jack import Receiver, Sender, check_default_server, jack_ports, wait_for_port
 
 SIDEMAN = [sys.executable, "-m", "sideman.cli"]
 DAEMON_PORT = "sideman:out"
@@ -33,6 +33,27 @@ def osc_message(address: str, *arguments) -> bytes:
     return builder.build().dgram
 
 
+DAEMON_LOG_TAIL_CHARACTERS = 3000  # of each daemon's log in the report of a failed test
+
+# The daemons started since the current test began; conftest.py quotes them in a failed test's report.
+started_daemons: list[LiveDaemon] = []
+
+
+def describe_started_daemons() -> str:
+    """For each daemon in `started_daemons`: its command's exit status and the end of its log."""
+    parts = []
+    for daemon in started_daemons:
+        code = daemon.process.poll()
+        if code is None:
+            status = "still running"
+        elif code >= 0:
+            status = f"exited with {code}"
+        else:
+            status = f"ended by signal {-code}"
+        parts.append(f"sideman run (pid {daemon.process.pid}) {status}; the end of its log:\n{daemon.log()[-DAEMON_LOG_TAIL_CHARACTERS:]}")
+    return "\n\n".join(parts) or "(no daemon started)"
+
+
 class LiveDaemon:
     """A `sideman run` process, its receiver, and a UDP socket on 127.0.0.1 to steer it."""
 
@@ -45,6 +66,7 @@ class LiveDaemon:
         command = [*SIDEMAN, "run", "--osc-port", str(self.osc_port), "--log-level", "debug", autoplay_option, *arguments]
         with open(self.log_path, "wb") as log, open(self.out_path, "wb") as out:
             self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=log, env=dict(os.environ))
+        started_daemons.append(self)
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.socket.bind(("127.0.0.1", 0))
         self.socket.settimeout(5.0)
@@ -77,6 +99,7 @@ class LiveDaemon:
                     if "control=119" in self.log():
                         return sender
                 sender.reconnect()
+            check_default_server(f"the daemon to hear {sender.port_name}")
             raise AssertionError(f"the daemon never heard {sender.port_name} on {input_port}; log:\n{self.log()[-2000:]}")
         except BaseException:
             sender.close()
@@ -137,11 +160,7 @@ class LiveDaemon:
         self.socket.close()
         # The next daemon must find the name sideman:out free again.
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                wait_for_port(DAEMON_PORT, timeout=0)
-            except AssertionError:
-                break
+        while time.monotonic() < deadline and DAEMON_PORT in jack_ports():
             time.sleep(0.1)
 
     def __enter__(self) -> "LiveDaemon":

@@ -1,0 +1,47 @@
+"""The test harness's own checks: telling a stopped JACK server from a daemon that did not do its part."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.jack import JackServer, JackServerError, _running_servers, check_default_server
+
+STOPPED_LOG = """JACK server starting in non-realtime mode
+JackFreewheelDriver::ProcessSync: SuspendRefNum error
+JackAudioDriver::ProcessGraphSync: ProcessWriteSlaves error, engine may now behave abnormally!!
+Driver is not running
+Cannot create new client
+"""
+RUNNING_LOG = """JACK server starting in non-realtime mode
+JackTimedDriver::Process XRun = 1567 usec
+"""
+
+
+@pytest.fixture
+def logged_server(tmp_path, monkeypatch):
+    """A JackServer that never started, registered as running, whose log the test writes."""
+    server = JackServer("sideman-test-harness", tmp_path / "jackd.log")
+    monkeypatch.setitem(_running_servers, server.name, server)
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", server.name)
+    return server
+
+
+def test_stopped_server_raises_with_its_log(logged_server):
+    logged_server.log_path.write_text(STOPPED_LOG)
+
+    with pytest.raises(JackServerError, match="while the test waited for notes") as raised:
+        check_default_server("notes")
+
+    assert "Driver is not running" in str(raised.value)
+
+
+def test_running_server_with_xruns_passes(logged_server):
+    logged_server.log_path.write_text(RUNNING_LOG)
+
+    check_default_server("notes")
+
+
+def test_server_of_another_process_is_not_checked(monkeypatch):
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", "a-server-these-tests-did-not-start")
+
+    check_default_server("notes")
