@@ -44,19 +44,20 @@ class Phase:
     load: str  # "none", "busy core" or "osc flood"
     p99_target_ms: float
     drift_target: bool
+    # False runs the daemon with --no-midi-in: under JACK its input has a
+    # reader thread that polls RtMidi's queue every millisecond, and the
+    # phases without it show that thread's share of the error side by side.
+    midi_input: bool = True
 
 
 def phases(quick: bool) -> list[Phase]:
-    if quick:
-        return [
-            Phase("quiet", 20.0, "none", P99_TARGET_MS, True),
-            Phase("second core busy", 8.0, "busy core", LOADED_P99_TARGET_MS, False),
-            Phase("OSC flood", 8.0, "osc flood", LOADED_P99_TARGET_MS, False),
-        ]
+    quiet, loaded, input_off = (20.0, 8.0, 8.0) if quick else (600.0, 120.0, 45.0)
     return [
-        Phase("quiet", 600.0, "none", P99_TARGET_MS, True),
-        Phase("second core busy", 120.0, "busy core", LOADED_P99_TARGET_MS, False),
-        Phase("OSC flood", 120.0, "osc flood", LOADED_P99_TARGET_MS, False),
+        Phase("quiet", quiet, "none", P99_TARGET_MS, True),
+        Phase("second core busy", loaded, "busy core", LOADED_P99_TARGET_MS, False),
+        Phase("second core busy, MIDI input off", input_off, "busy core", LOADED_P99_TARGET_MS, False, midi_input=False),
+        Phase("OSC flood", loaded, "osc flood", LOADED_P99_TARGET_MS, False),
+        Phase("OSC flood, MIDI input off", input_off, "osc flood", LOADED_P99_TARGET_MS, False, midi_input=False),
     ]
 
 
@@ -99,6 +100,8 @@ def run_phase(phase: Phase, workdir: Path, model: str | None) -> PhaseResult:
     arguments = ["--tempo", f"{TEMPO:g}", "--param", f"temperature.value={TEMPERATURE:g}", "--log-level", "info"]
     if model:
         arguments += ["--model", model]
+    if not phase.midi_input:
+        arguments.append("--no-midi-in")
 
     spinner = Spinner() if phase.load == "busy core" else None
     flood = None
@@ -197,7 +200,8 @@ def onset_notes(results: list[PhaseResult], quick: bool) -> list[str]:
     jack_drift, window = main.drift(main.jack_errors)
 
     notes = [
-        ("Quick mode: the phases last 20, 8 and 8 seconds instead of 10, 2 and 2 minutes, so the drift window is a third of the run. " if quick else "")
+        ("Quick mode: the quiet phase lasts 20 s instead of 10 min and every other phase 8 s instead of 2 min (45 s with the MIDI input off), "
+         "so the drift window is a third of the run. " if quick else "")
         + f"Setup: `sideman run --tempo {TEMPO:g} --param temperature.value={TEMPERATURE:g} --show`, built-in model, on a private jackd "
         "(dummy driver, 48 kHz, 64-frame period of 1.33 ms, --no-realtime --sync --port-max 256), connected with `--midi-out` to a python-rtmidi input "
         "in the benchmark process. The receiver stamps each message from python-rtmidi's JACK delta times (one period of resolution). "
@@ -212,6 +216,7 @@ def onset_notes(results: list[PhaseResult], quick: bool) -> list[str]:
         "(ticks of about 1 ms), with the same ideal onsets: where it is as large as the onset error, the delay happened "
         "before the message reached JACK, in the engine's wait for its deadline.",
     ]
+    notes += input_share_notes(results)
     for result in results:
         status = result.status
         line = (
@@ -232,6 +237,25 @@ def onset_notes(results: list[PhaseResult], quick: bool) -> list[str]:
     return notes
 
 
+def input_share_notes(results: list[PhaseResult]) -> list[str]:
+    """Compare each load's phase with its MIDI-input-off twin: p99 onset error with the input over p99 without."""
+    p99_by_load_and_input = {
+        (result.phase.load, result.phase.midi_input): float(np.percentile(np.abs(result.jack_errors), 99)) for result in results
+    }
+    notes = []
+    for load in ("busy core", "osc flood"):
+        with_input = p99_by_load_and_input.get((load, True))
+        without_input = p99_by_load_and_input.get((load, False))
+        if with_input is None or without_input is None:
+            continue
+        notes.append(
+            f"MIDI input's share, {load}: p99 onset error {with_input:.2f} ms with the daemon's MIDI input open "
+            f"(a reader thread polls RtMidi's queue every millisecond) against {without_input:.2f} ms with --no-midi-in, "
+            f"a ratio of {with_input / max(without_input, 1e-9):.2f}, in this run."
+        )
+    return notes
+
+
 def write_onsets_csv(csv_dir: Path, result: PhaseResult) -> Path:
     """Write one row per note of the phase, errors in ms rounded to 10 us, to keep the files small."""
     sent = [f"{error:.2f}" for error in result.send_errors]
@@ -241,5 +265,5 @@ def write_onsets_csv(csv_dir: Path, result: PhaseResult) -> Path:
         for index, (ideal, jack, wall) in enumerate(zip(result.ideal, result.jack_errors, result.wall_errors))
     ]
     header = ("ideal onset (s)", "error, JACK-stamped (ms)", "error, reader time (ms)", "engine send time error (ms)")
-    name = "onsets_" + result.phase.name.lower().replace(" ", "_") + ".csv"
+    name = "onsets_" + result.phase.name.lower().replace(",", "").replace(" ", "_") + ".csv"
     return write_rows_csv(csv_dir / name, header, rows)

@@ -11,7 +11,7 @@ import pytest
 from bench.__main__ import shown_arguments
 from bench.live import parse_show_output
 from bench.machine import Machine
-from bench.onsets import onset_errors, snap_to_grid
+from bench.onsets import Phase, PhaseResult, input_share_notes, onset_errors, phases, snap_to_grid
 from bench.report import Row, RunInfo, Section, format_number, format_report, format_table
 from bench.step import StepCounts, default_chain, measure_tensorflow_steps, random_bundle, run_step_benchmark, synthetic_vocabulary
 
@@ -107,6 +107,34 @@ def test_onset_errors_remove_constant_latency():
     errors = onset_errors(ideal, arrivals)
 
     np.testing.assert_allclose(errors, [0.0, 1.0, 0.0, -0.5], atol=1e-6)
+
+
+def phase_result(phase: Phase, errors_ms: list[float]) -> PhaseResult:
+    errors = np.array(errors_ms)
+    empty = np.empty(0)
+    return PhaseResult(phase, np.arange(len(errors)) * 0.25, errors, errors, empty, 0, 0, empty, {}, None)
+
+
+def test_input_share_compares_same_load():
+    loaded, loaded_off, flood, _ = [phase for phase in phases(quick=True) if phase.load != "none"]
+    results = [
+        phase_result(loaded, [3.0] * 100),
+        phase_result(loaded_off, [2.0] * 100),
+        phase_result(flood, [1.0] * 100),
+    ]
+
+    notes = input_share_notes(results)
+
+    assert len(notes) == 1
+    assert "busy core" in notes[0]
+    assert "a ratio of 1.5" in notes[0]
+
+
+def test_every_load_has_an_input_off_phase():
+    for quick in (True, False):
+        loads = [(phase.load, phase.midi_input) for phase in phases(quick) if phase.load != "none"]
+
+        assert sorted(loads) == [("busy core", False), ("busy core", True), ("osc flood", False), ("osc flood", True)]
 
 
 def test_command_hides_corpus_folder():
