@@ -10,8 +10,9 @@ requirement, or any skip of such a test, fails.
 
 A `ports` test that fails with JackServerError runs once more, on a fresh
 server: on a busy shared machine the --sync test server now and then stops
-its process cycle for good. The summary counts such reruns; a test that fails
-again, or fails in any other way, fails.
+serving clients. The summary counts such reruns and prints the first
+attempt's failure. A test that fails again, fails in any other way, or whose
+daemon crashed (DaemonCrash), fails.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.jack import JackServer, JackServerError, default_server_log_tail
-from tests.live import describe_started_daemons, started_daemons
+from tests.live import DaemonCrash, describe_started_daemons, started_daemons
 
 REQUIREMENTS = {
     # marker: environment variable that turns its skips into failures
@@ -54,8 +55,8 @@ JACK_RERUNS = 1  # further runs of a ports test that failed with JackServerError
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("ports") is not None:
-            # pytest-rerunfailures; the pattern is searched in "ExceptionType: message" of each exception in the chain.
-            item.add_marker(pytest.mark.flaky(reruns=JACK_RERUNS, only_rerun=["JackServerError"]))
+            # pytest-rerunfailures: only_rerun looks through the exception's chain, rerun_except at the outermost exception.
+            item.add_marker(pytest.mark.flaky(reruns=JACK_RERUNS, only_rerun=[JackServerError], rerun_except=[DaemonCrash]))
 
 
 @pytest.fixture

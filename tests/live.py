@@ -39,8 +39,12 @@ DAEMON_LOG_TAIL_CHARACTERS = 3000  # of each daemon's log in the report of a fai
 started_daemons: list[LiveDaemon] = []
 
 
+class DaemonCrash(AssertionError):
+    """The daemon ended by a signal that the test did not send: a crash, never rerun (tests/conftest.py)."""
+
+
 def describe_started_daemons() -> str:
-    """For each daemon in `started_daemons`: its command's exit status and the end of its log."""
+    """Describe each daemon in `started_daemons`: its exit status and the end of its log."""
     parts = []
     for daemon in started_daemons:
         code = daemon.process.poll()
@@ -71,6 +75,7 @@ class LiveDaemon:
         self.socket.bind(("127.0.0.1", 0))
         self.socket.settimeout(5.0)
         self.receiver: Receiver | None = None
+        self._signals_sent = {signal.SIGTERM, signal.SIGKILL}  # and whatever stop_process sends
 
         try:
             wait_for_port(DAEMON_PORT, timeout=20.0)
@@ -131,6 +136,7 @@ class LiveDaemon:
         return self.receiver.wait_for(lambda messages: sum(1 for m in messages if m.type == "note_on" and m.velocity > 0) >= count, timeout)
 
     def stop_process(self, signum: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        self._signals_sent.add(signum)
         self.process.send_signal(signum)
         try:
             return self.process.wait(timeout)
@@ -162,6 +168,12 @@ class LiveDaemon:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and DAEMON_PORT in jack_ports():
             time.sleep(0.1)
+        self._check_not_crashed()
+
+    def _check_not_crashed(self) -> None:
+        code = self.process.returncode
+        if code is not None and code < 0 and -code not in self._signals_sent:
+            raise DaemonCrash(f"sideman run ended by signal {signal.Signals(-code).name}; the end of its log:\n{self.log()[-DAEMON_LOG_TAIL_CHARACTERS:]}")
 
     def __enter__(self) -> "LiveDaemon":
         return self

@@ -1,4 +1,4 @@
-"""The test harness's own checks: telling a stopped JACK server from a daemon that did not do its part."""
+"""The test harness's own checks: telling a stopped JACK server from a daemon that failed."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ JackTimedDriver::Process XRun = 1567 usec
 
 @pytest.fixture
 def logged_server(tmp_path, monkeypatch):
-    """A JackServer that never started, registered as running, whose log the test writes."""
+    """A JackServer that never started, registered as running and refusing clients, whose log the test writes."""
     server = JackServer("sideman-test-harness", tmp_path / "jackd.log")
+    monkeypatch.setattr(server, "accepts_clients", lambda: False)
     monkeypatch.setitem(_running_servers, server.name, server)
     monkeypatch.setenv("JACK_DEFAULT_SERVER", server.name)
     return server
@@ -43,5 +44,14 @@ def test_running_server_with_xruns_passes(logged_server):
 
 def test_server_of_another_process_is_not_checked(monkeypatch):
     monkeypatch.setenv("JACK_DEFAULT_SERVER", "a-server-these-tests-did-not-start")
+
+    check_default_server("notes")
+
+
+@pytest.mark.ports
+def test_recovered_server_is_not_stopped(own_jack_server):
+    # A cycle past the client timeout, after which the server still accepts clients.
+    with open(own_jack_server.log_path, "a") as log:
+        log.write(STOPPED_LOG.splitlines()[2] + "\n")
 
     check_default_server("notes")
