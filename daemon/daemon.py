@@ -16,6 +16,7 @@ reads the settings again and applies what can change during play
 This module imports no TensorFlow: the engine steps the model with numpy.
 """
 
+import faulthandler
 import logging
 import queue
 import signal
@@ -45,6 +46,9 @@ logger = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT = 2.0
 # Seconds between checks that the engine thread is still playing.
 ENGINE_CHECK_INTERVAL = 0.25
+# Seconds into a shutdown after which every thread's stack goes to stderr. Each
+# step of a shutdown is bounded by a few seconds, so one still running then hangs.
+SHUTDOWN_STACKS_AFTER = 8.0
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # SIGHUP reloads the settings file; Windows has no SIGHUP.
 RELOAD_SIGNAL = getattr(signal, "SIGHUP", None)
@@ -97,6 +101,8 @@ def run_daemon(
     shutdown_requested = threading.Event()
     reload_requested = threading.Event()
     with shutdown_signals(shutdown_requested, reload_requested), ExitStack() as resources:
+        # Registered first, so it runs last, once every resource has closed.
+        resources.callback(faulthandler.cancel_dump_traceback_later)
         engine, outputs = _create_engine(settings, samplers, seeders, improviser, seeder, options, resources)
         output = outputs[0]
         # OSC listens before the first note, so a port in use stops start-up in silence.
@@ -109,12 +115,26 @@ def run_daemon(
         resources.callback(engine.shutdown, SHUTDOWN_TIMEOUT)
         logger.info("sideman is running; stop it with Ctrl-C or SIGTERM, reload the settings with SIGHUP")
         reloader = _Reloader(settings, load_settings, engine, reload_requested)
-        _wait_for_end(shutdown_requested, engine, options.duration, reloader)
+        try:
+            _wait_for_end(shutdown_requested, engine, options.duration, reloader)
+        finally:
+            _dump_stacks_if_shutdown_hangs()
 
     if engine.failure is not None:
         raise SidemanError(f"playing stopped because of an error: {engine.failure}") from engine.failure
     logger.info("sideman stopped")
     return 0
+
+
+def _dump_stacks_if_shutdown_hangs() -> None:
+    """Have faulthandler write every thread's stack to stderr if the process still runs SHUTDOWN_STACKS_AFTER seconds from now."""
+    stderr = sys.__stderr__
+    if stderr is None:  # pythonw on Windows has no stderr
+        return
+    try:
+        faulthandler.dump_traceback_later(SHUTDOWN_STACKS_AFTER, exit=False, file=stderr)
+    except (ValueError, OSError) as error:
+        logger.debug("no thread stacks for a hung shutdown: %s", error)
 
 
 class _Reloader:

@@ -411,6 +411,26 @@ def test_run_records_to_file(bundle_path, tmp_path):
     assert len(recorded) == note_on_count(report["messages"])
 
 
+# Arms the daemon's dump for a hung shutdown with a short delay, then hangs.
+HUNG_SHUTDOWN = """
+import time
+import sideman.daemon
+
+sideman.daemon.SHUTDOWN_STACKS_AFTER = 0.2
+sideman.daemon._dump_stacks_if_shutdown_hangs()
+time.sleep(3)
+"""
+
+
+def test_hung_shutdown_writes_thread_stacks():
+    completed = subprocess.run([sys.executable, "-c", HUNG_SHUTDOWN], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, cwd=REPOSITORY)
+
+    assert completed.returncode == 0, completed.stderr
+    assert "most recent call first" in completed.stderr
+    sleeping_line = HUNG_SHUTDOWN.splitlines().index("time.sleep(3)") + 1
+    assert f'File "<string>", line {sleeping_line}' in completed.stderr
+
+
 def test_run_stops_cleanly_on_sigterm(bundle_path):
     process = subprocess.Popen(
         [sys.executable, "-c", FAKE_OUTPUT_RUNNER, "run", "--model", str(bundle_path), "--osc-port", "0", "--tempo", "300", "--no-midi-in"],
@@ -418,8 +438,7 @@ def test_run_stops_cleanly_on_sigterm(bundle_path):
     )
     try:
         stderr = wait_for_line(process, "sideman is running")
-        process.send_signal(signal.SIGTERM)
-        stdout, rest = process.communicate(timeout=SUBPROCESS_TIMEOUT)
+        stdout, rest = stop_with_signal(process, signal.SIGTERM)
     finally:
         if process.poll() is None:
             process.kill()
@@ -431,6 +450,23 @@ def test_run_stops_cleanly_on_sigterm(bundle_path):
     assert note_off_count(report["messages"]) == note_on_count(report["messages"])
     assert is_all_notes_off(report["messages"][-1], 0)
     assert "received SIGTERM" in rest
+
+
+def stop_with_signal(process: subprocess.Popen, signum: int) -> tuple[str, str]:
+    """Send `signum` and return the process's remaining (stdout, stderr) once it exits.
+
+    A process still running after SUBPROCESS_TIMEOUT is killed, and the
+    failure quotes the end of its stderr: a hung daemon writes every
+    thread's stack there (sideman.daemon.SHUTDOWN_STACKS_AFTER).
+    """
+    process.send_signal(signum)
+    try:
+        return process.communicate(timeout=SUBPROCESS_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate()
+        name = signal.Signals(signum).name
+        raise AssertionError(f"the process did not exit within {SUBPROCESS_TIMEOUT} s of {name}; the end of its stderr:\n{stderr[-6000:]}") from None
 
 
 def wait_for_line(process: subprocess.Popen, marker: str) -> str:

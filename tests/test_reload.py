@@ -11,7 +11,7 @@ from sideman.config.loader import load_settings
 from sideman.engine import DEFAULT_REGISTRY, DEFAULT_SEEDERS
 from sideman.errors import SettingsError
 from sideman.reload import reload_commands, reload_settings
-from tests.test_cli import FAKE_OUTPUT_RUNNER, REPOSITORY, SUBPROCESS_TIMEOUT, wait_for_line
+from tests.test_cli import FAKE_OUTPUT_RUNNER, REPOSITORY, stop_with_signal, wait_for_line
 
 PLUGINS = DEFAULT_REGISTRY | DEFAULT_SEEDERS
 
@@ -93,8 +93,7 @@ def test_sighup_reloads_running_daemon(tmp_path):
         config.write_text('[run]\ntempo = 200\nsampler = ["greedy"]\n')
         process.send_signal(signal.SIGHUP)
         log = wait_for_line(process, "reloaded the settings")
-        process.send_signal(signal.SIGTERM)
-        _, rest = process.communicate(timeout=SUBPROCESS_TIMEOUT)
+        _, rest = stop_with_signal(process, signal.SIGTERM)
     finally:
         if process.poll() is None:
             process.kill()
