@@ -702,6 +702,9 @@ def flood(address: tuple[str, int], seconds: float, sent_seeds: set[int]) -> Non
             datagrams = datagrams[200:] + datagrams[:200]
 
 
+MIN_FLOOD_MUSIC = 30.0  # seconds on the engine's fake clock: 150 beats at 300 BPM
+
+
 def test_note_clock_keeps_time_under_flood() -> None:
     # The engine runs on a fake clock that this thread advances while another
     # thread floods the real server: what is checked is that commands arriving
@@ -721,7 +724,11 @@ def test_note_clock_keeps_time_under_flood() -> None:
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
         flooder = threading.Thread(target=flood, args=(server.address, 1.5, sent_seeds), daemon=True)
         flooder.start()
-        while flooder.is_alive():
+        # At least MIN_FLOOD_MUSIC seconds of music, however few loop turns a
+        # stalled machine allows during the flood: a count of notes that
+        # depended on wall time failed in CI with 11 notes.
+        music_start = clock.now()
+        while flooder.is_alive() or clock.now() - music_start < MIN_FLOOD_MUSIC:
             engine.run_for(0.05)
             time.sleep(0.002)  # about 25 s of music per second: enough notes, not a spinning thread
         engine.run_for(0.05)
