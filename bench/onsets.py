@@ -44,9 +44,9 @@ class Phase:
     load: str  # "none", "busy core" or "osc flood"
     p99_target_ms: float
     drift_target: bool
-    # False runs the daemon with --no-midi-in: under JACK its input has a
-    # reader thread that polls RtMidi's queue every millisecond, and the
-    # phases without it show that thread's share of the error side by side.
+    # False runs the daemon with --no-midi-in. Under JACK its MIDI input is a
+    # JACK client of its own and a reader thread that polls RtMidi's queue
+    # every millisecond. The phases without it show the input's share of the error.
     midi_input: bool = True
 
 
@@ -95,6 +95,11 @@ def snap_to_grid(seconds: np.ndarray, tempo: float = TEMPO, steps_per_beat: int 
     return np.round(seconds / step) * step
 
 
+def phase_slug(phase: Phase) -> str:
+    """Name the phase for file names: `second-core-busy-midi-input-off`."""
+    return phase.name.lower().replace(",", "").replace(" ", "-")
+
+
 def run_phase(phase: Phase, workdir: Path, model: str | None) -> PhaseResult:
     """Play one phase and compare every note_on that arrived with the note the daemon showed for it."""
     arguments = ["--tempo", f"{TEMPO:g}", "--param", f"temperature.value={TEMPERATURE:g}", "--log-level", "info"]
@@ -106,7 +111,7 @@ def run_phase(phase: Phase, workdir: Path, model: str | None) -> PhaseResult:
     spinner = Spinner() if phase.load == "busy core" else None
     flood = None
     try:
-        with DaemonRun(workdir, f"onsets-{phase.load.replace(' ', '-')}", arguments) as run:
+        with DaemonRun(workdir, "onsets-" + phase_slug(phase), arguments) as run:
             run.wait_for_first_note()
             if phase.load == "osc flood":
                 flood = OscFlood(run.osc_port, FLOOD_RATE, "temperature", "value", FLOOD_VALUES)
@@ -200,8 +205,8 @@ def onset_notes(results: list[PhaseResult], quick: bool) -> list[str]:
     jack_drift, window = main.drift(main.jack_errors)
 
     notes = [
-        ("Quick mode: the quiet phase lasts 20 s instead of 10 min and every other phase 8 s instead of 2 min (45 s with the MIDI input off), "
-         "so the drift window is a third of the run. " if quick else "")
+        ("Quick mode: the quiet phase lasts 20 s instead of 10 min, and every other phase 8 s instead of 2 min, or of 45 s for those with "
+         "the MIDI input off, so the drift window is a third of the run. " if quick else "")
         + f"Setup: `sideman run --tempo {TEMPO:g} --param temperature.value={TEMPERATURE:g} --show`, built-in model, on a private jackd "
         "(dummy driver, 48 kHz, 64-frame period of 1.33 ms, --no-realtime --sync --port-max 256), connected with `--midi-out` to a python-rtmidi input "
         "in the benchmark process. The receiver stamps each message from python-rtmidi's JACK delta times (one period of resolution). "
@@ -239,18 +244,18 @@ def onset_notes(results: list[PhaseResult], quick: bool) -> list[str]:
 
 def input_share_notes(results: list[PhaseResult]) -> list[str]:
     """Compare each load's phase with its MIDI-input-off twin: p99 onset error with the input over p99 without."""
-    p99_by_load_and_input = {
-        (result.phase.load, result.phase.midi_input): float(np.percentile(np.abs(result.jack_errors), 99)) for result in results
-    }
+    by_load_and_input = {(result.phase.load, result.phase.midi_input): result for result in results}
     notes = []
     for load in ("busy core", "osc flood"):
-        with_input = p99_by_load_and_input.get((load, True))
-        without_input = p99_by_load_and_input.get((load, False))
+        with_input = by_load_and_input.get((load, True))
+        without_input = by_load_and_input.get((load, False))
         if with_input is None or without_input is None:
             continue
+        name = with_input.phase.name
+        with_input, without_input = (float(np.percentile(np.abs(result.jack_errors), 99)) for result in (with_input, without_input))
         notes.append(
-            f"MIDI input's share, {load}: p99 onset error {with_input:.2f} ms with the daemon's MIDI input open "
-            f"(a reader thread polls RtMidi's queue every millisecond) against {without_input:.2f} ms with --no-midi-in, "
+            f"MIDI input's share, {name}: p99 onset error {with_input:.2f} ms with the daemon's MIDI input open "
+            f"(its own JACK client, and a reader thread that polls RtMidi's queue every millisecond) against {without_input:.2f} ms with --no-midi-in, "
             f"a ratio of {with_input / max(without_input, 1e-9):.2f}, in this run."
         )
     return notes
@@ -265,5 +270,5 @@ def write_onsets_csv(csv_dir: Path, result: PhaseResult) -> Path:
         for index, (ideal, jack, wall) in enumerate(zip(result.ideal, result.jack_errors, result.wall_errors))
     ]
     header = ("ideal onset (s)", "error, JACK-stamped (ms)", "error, reader time (ms)", "engine send time error (ms)")
-    name = "onsets_" + result.phase.name.lower().replace(",", "").replace(" ", "_") + ".csv"
+    name = "onsets_" + phase_slug(result.phase).replace("-", "_") + ".csv"
     return write_rows_csv(csv_dir / name, header, rows)

@@ -112,7 +112,10 @@ def test_onset_errors_remove_constant_latency():
 def phase_result(phase: Phase, errors_ms: list[float]) -> PhaseResult:
     errors = np.array(errors_ms)
     empty = np.empty(0)
-    return PhaseResult(phase, np.arange(len(errors)) * 0.25, errors, errors, empty, 0, 0, empty, {}, None)
+    return PhaseResult(
+        phase=phase, ideal=np.arange(len(errors)) * 0.25, jack_errors=errors, wall_errors=errors, send_errors=empty,
+        names_mismatched=0, unmatched=0, durations=empty, status={}, peak_rss_kb=None,
+    )
 
 
 def test_input_share_compares_same_load():
@@ -126,7 +129,7 @@ def test_input_share_compares_same_load():
     notes = input_share_notes(results)
 
     assert len(notes) == 1
-    assert "busy core" in notes[0]
+    assert "second core busy:" in notes[0]
     assert "a ratio of 1.5" in notes[0]
 
 
