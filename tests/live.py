@@ -45,16 +45,7 @@ class DaemonCrash(AssertionError):
 
 def describe_started_daemons() -> str:
     """Describe each daemon in `started_daemons`: its exit status and the end of its log."""
-    parts = []
-    for daemon in started_daemons:
-        code = daemon.process.poll()
-        if code is None:
-            status = "still running"
-        elif code >= 0:
-            status = f"exited with {code}"
-        else:
-            status = f"ended by signal {-code}"
-        parts.append(f"sideman run (pid {daemon.process.pid}) {status}; the end of its log:\n{daemon.log()[-DAEMON_LOG_TAIL_CHARACTERS:]}")
+    parts = [f"sideman run (pid {daemon.process.pid}) {daemon.exit_status()}; the end of its log:\n{daemon.log_tail()}" for daemon in started_daemons]
     return "\n\n".join(parts) or "(no daemon started)"
 
 
@@ -75,7 +66,7 @@ class LiveDaemon:
         self.socket.bind(("127.0.0.1", 0))
         self.socket.settimeout(5.0)
         self.receiver: Receiver | None = None
-        self._signals_sent = {signal.SIGTERM, signal.SIGKILL}  # and whatever stop_process sends
+        self._signals_sent = {signal.SIGTERM}  # and SIGKILL once kill() sends it, and whatever stop_process sends
 
         try:
             wait_for_port(DAEMON_PORT, timeout=20.0)
@@ -128,6 +119,18 @@ class LiveDaemon:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def log_tail(self) -> str:
+        return self.log()[-DAEMON_LOG_TAIL_CHARACTERS:]
+
+    def exit_status(self) -> str:
+        """Describe how the process ended: "still running", "exited with 0" or "ended by SIGSEGV"."""
+        code = self.process.poll()
+        if code is None:
+            return "still running"
+        if code >= 0:
+            return f"exited with {code}"
+        return f"ended by {signal.Signals(-code).name}"
+
     def output(self) -> str:
         return self.out_path.read_text(errors="replace")
 
@@ -156,6 +159,7 @@ class LiveDaemon:
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
+            self._signals_sent.add(signal.SIGKILL)
             self.process.kill()
             self.process.wait(10)
 
@@ -173,7 +177,7 @@ class LiveDaemon:
     def _check_not_crashed(self) -> None:
         code = self.process.returncode
         if code is not None and code < 0 and -code not in self._signals_sent:
-            raise DaemonCrash(f"sideman run ended by signal {signal.Signals(-code).name}; the end of its log:\n{self.log()[-DAEMON_LOG_TAIL_CHARACTERS:]}")
+            raise DaemonCrash(f"sideman run {self.exit_status()}; the end of its log:\n{self.log_tail()}")
 
     def __enter__(self) -> "LiveDaemon":
         return self

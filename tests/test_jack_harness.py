@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
+from sideman.bundle import save_bundle
+from tests.factories import random_bundle
 from tests.jack import JackServer, JackServerError, _running_servers, check_default_server
+from tests.live import DaemonCrash, LiveDaemon
 
 STOPPED_LOG = """JACK server starting in non-realtime mode
 JackFreewheelDriver::ProcessSync: SuspendRefNum error
@@ -55,3 +61,17 @@ def test_recovered_server_is_not_stopped(own_jack_server):
         log.write(STOPPED_LOG.splitlines()[2] + "\n")
 
     check_default_server("notes")
+
+
+@pytest.mark.ports
+def test_crashed_daemon_fails_its_test(tmp_path, own_jack_server):
+    model = tmp_path / "model.sideman"
+    save_bundle(random_bundle(n_a=16, seed=11), model)
+    daemon = LiveDaemon(tmp_path, "--model", str(model), "--no-midi-in")
+    daemon.wait_for_notes(1)
+
+    os.kill(daemon.process.pid, signal.SIGSEGV)
+    daemon.process.wait(10)
+
+    with pytest.raises(DaemonCrash, match="ended by SIGSEGV"):
+        daemon.close()
