@@ -247,16 +247,15 @@ def input_share_notes(results: list[PhaseResult]) -> list[str]:
     by_load_and_input = {(result.phase.load, result.phase.midi_input): result for result in results}
     notes = []
     for load in ("busy core", "osc flood"):
-        with_input = by_load_and_input.get((load, True))
-        without_input = by_load_and_input.get((load, False))
-        if with_input is None or without_input is None:
+        input_on = by_load_and_input.get((load, True))
+        input_off = by_load_and_input.get((load, False))
+        if input_on is None or input_off is None:
             continue
-        name = with_input.phase.name
-        with_input, without_input = (float(np.percentile(np.abs(result.jack_errors), 99)) for result in (with_input, without_input))
+        p99_on, p99_off = (float(np.percentile(np.abs(result.jack_errors), 99)) for result in (input_on, input_off))
         notes.append(
-            f"MIDI input's share, {name}: p99 onset error {with_input:.2f} ms with the daemon's MIDI input open "
-            f"(its own JACK client, and a reader thread that polls RtMidi's queue every millisecond) against {without_input:.2f} ms with --no-midi-in, "
-            f"a ratio of {with_input / max(without_input, 1e-9):.2f}, in this run."
+            f"MIDI input's share, {input_on.phase.name}: p99 onset error {p99_on:.2f} ms with the daemon's MIDI input open "
+            f"against {p99_off:.2f} ms with --no-midi-in, a ratio of {p99_on / max(p99_off, 1e-9):.2f}, in this run. "
+            "The open input is a JACK client of its own and a reader thread that polls RtMidi's queue every millisecond."
         )
     return notes
 

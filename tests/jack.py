@@ -141,9 +141,14 @@ class JackServer:
 _running_servers: dict[str, JackServer] = {}
 
 
+def _default_server() -> JackServer | None:
+    """Return the server that JACK_DEFAULT_SERVER names, if this process started it and it runs."""
+    return _running_servers.get(os.environ.get("JACK_DEFAULT_SERVER", ""))
+
+
 def default_server_log_tail() -> str:
     """The end of the log of the server that JACK_DEFAULT_SERVER names, if this process started it."""
-    server = _running_servers.get(os.environ.get("JACK_DEFAULT_SERVER", ""))
+    server = _default_server()
     if server is None:
         return "(not a server these tests started)"
     return server.log_tail()
@@ -157,7 +162,7 @@ def check_default_server(waited_for: str) -> None:
     a cycle past the client timeout but that still accepts clients has
     recovered, so the caller raises its own failure.
     """
-    server = _running_servers.get(os.environ.get("JACK_DEFAULT_SERVER", ""))
+    server = _default_server()
     if server is None:
         return
     log = server.log()
@@ -329,10 +334,15 @@ class Receiver:
                 self._raise_read_error()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    check_default_server(f"messages on {self.port_name}")
-                    raise AssertionError(f"condition not met within {timeout} s; received: {self._received}")
+                    break
                 self._arrived.wait(remaining)
-            return list(self._received)
+            else:
+                return list(self._received)
+            received = list(self._received)
+
+        # Outside the lock: the check runs jack_lsp, and the reading thread goes on recording meanwhile.
+        check_default_server(f"messages on {self.port_name}")
+        raise AssertionError(f"condition not met within {timeout} s; received: {received}")
 
     def balance(self) -> dict[tuple[int, int], int]:
         """Return {(channel, pitch): count} of note_ons with no note_off yet; empty when balanced.

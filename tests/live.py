@@ -45,7 +45,9 @@ class DaemonCrash(AssertionError):
 
 def describe_started_daemons() -> str:
     """Describe each daemon in `started_daemons`: its exit status and the end of its log."""
-    parts = [f"sideman run (pid {daemon.process.pid}) {daemon.exit_status()}; the end of its log:\n{daemon.log_tail()}" for daemon in started_daemons]
+    parts = []
+    for daemon in started_daemons:
+        parts.append(f"sideman run (pid {daemon.process.pid}) {daemon.exit_status()}; the end of its log:\n{daemon.log_tail()}")
     return "\n\n".join(parts) or "(no daemon started)"
 
 
