@@ -45,7 +45,7 @@ JITTER_SEED = 0
 # least-squares window (2 beats of pulses) is still filling.
 WARM_UP_PULSES = 2 * PULSES_PER_BEAT
 FULL_SECONDS = 60.0  # seconds of play per run in full mode
-QUICK_SECONDS = 8.0
+QUICK_SECONDS = 6.0
 INPUT_PORT = "sideman-in:in"
 SPIN_BEFORE = 0.001  # seconds before a pulse's deadline at which the sender stops sleeping and spins
 LEAD_IN = 0.05  # seconds from starting the sender thread to its first pulse

@@ -50,8 +50,13 @@ class Phase:
     midi_input: bool = True
 
 
+# Seconds of the quiet phase, of a loaded phase and of a loaded phase with the MIDI input off.
+FULL_SECONDS = (600.0, 120.0, 45.0)
+QUICK_SECONDS = (15.0, 6.0, 6.0)
+
+
 def phases(quick: bool) -> list[Phase]:
-    quiet, loaded, input_off = (20.0, 8.0, 8.0) if quick else (600.0, 120.0, 45.0)
+    quiet, loaded, input_off = QUICK_SECONDS if quick else FULL_SECONDS
     return [
         Phase("quiet", quiet, "none", P99_TARGET_MS, True),
         Phase("second core busy", loaded, "busy core", LOADED_P99_TARGET_MS, False),
@@ -205,8 +210,9 @@ def onset_notes(results: list[PhaseResult], quick: bool) -> list[str]:
     jack_drift, window = main.drift(main.jack_errors)
 
     notes = [
-        ("Quick mode: the quiet phase lasts 20 s instead of 10 min, and every other phase 8 s instead of 2 min, or of 45 s for those with "
-         "the MIDI input off, so the drift window is a third of the run. " if quick else "")
+        (f"Quick mode: the quiet phase lasts {describe_seconds(QUICK_SECONDS[0])} instead of {describe_seconds(FULL_SECONDS[0])}, "
+         f"and every other phase {describe_seconds(QUICK_SECONDS[1])} instead of {describe_seconds(FULL_SECONDS[1])}, "
+         f"or of {describe_seconds(FULL_SECONDS[2])} for those with the MIDI input off, so the drift window is a third of the run. " if quick else "")
         + f"Setup: `sideman run --tempo {TEMPO:g} --param temperature.value={TEMPERATURE:g} --show`, built-in model, on a private jackd "
         "(dummy driver, 48 kHz, 64-frame period of 1.33 ms, --no-realtime --sync --port-max 256), connected with `--midi-out` to a python-rtmidi input "
         "in the benchmark process. The receiver stamps each message from python-rtmidi's JACK delta times (one period of resolution). "
