@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .clockfollow import ClockFollower
     from .engine import Engine, MessageOutput, NoteEvent
     from .improviser import Improviser
+    from .portkeeper import KeptInput, KeptOutput
     from .seeding import Seeder
     from .sharedoutput import SharedOutput
 
@@ -337,15 +338,18 @@ def _open_midi_input(settings: Settings, engine: "Engine", output: "SharedOutput
         midi_input = open_input(settings.midi.backend, connect_to=connect_to or None, client_name=client_name, port_name="in", on_message=router)
 
         def reopen(backend: str = midi_input.backend, client_name: str = client_name) -> Any:
-            # A virtual port: the port keeper connects it to its source again.
+            # After a JACK server restart, a virtual port: the port keeper connects it to its source again.
             return open_input(backend, client_name=client_name, port_name="in", on_message=router)
 
-        kept = KeptInput(midi_input, reopen)
-        resources.callback(kept.close)
-        inputs.append(kept)
+        def open_on(full_name: str, backend: str = midi_input.backend, client_name: str = client_name) -> Any:
+            return open_input(backend, connect_to=full_name, client_name=client_name, port_name="in", on_message=router)
+
+        kept_input = KeptInput(midi_input, reopen, open_on)
+        resources.callback(kept_input.close)
+        inputs.append(kept_input)
 
     def input_status() -> dict[str, int]:
-        counts = [kept.counts() for kept in inputs]
+        counts = [kept_input.counts() for kept_input in inputs]
         status = {f"input_{key}": sum(each[key] for each in counts) for key in INPUT_COUNTS}
         status["input_rate_limited"] = router.rate_limited
         return status
@@ -355,43 +359,59 @@ def _open_midi_input(settings: Settings, engine: "Engine", output: "SharedOutput
 
 
 def _keep_ports(outputs: list["SharedOutput"], inputs: list["KeptInput"], resources: ExitStack) -> None:
-    """Under JACK, start the port keeper: it restores lost connections and reopens the ports after a server restart."""
-    from .midiport import open_output
-    from .portkeeper import KeptConnection, KeptOutput, PortKeeper
+    """Start the port keeper: it restores lost connections, and under JACK reopens the ports after a server restart."""
+    from .portkeeper import KeptConnection, PortKeeper, listing_port_keeper
     from .sendbudget import SendBudget
 
-    if any(getattr(shared.port, "backend", None) != "jack" for shared in outputs):
+    backends = {getattr(shared.port, "backend", None) for shared in outputs} | {kept_input.backend for kept_input in inputs}
+    if len(backends) != 1 or not backends <= {"jack", "alsa", "coremidi", "winmm"}:
         return
+    backend = backends.pop()
+    kept_outputs = [_kept_output(shared) for shared in outputs]
 
-    endpoints: list[Any] = []
-    connections = []
-    for shared in outputs:
-        port = shared.port
-        client_name, port_name = port.name.split(":", 1)
+    if backend != "jack":
+        keeper = listing_port_keeper(backend, [*kept_outputs, *inputs])
+    else:
+        connections = []
+        for kept_output in kept_outputs:
+            if kept_output.connected_to:
+                # When the synth goes away, its notes are released and nothing is sent until it returns, so
+                # that a returning synth gets no note_off without its note_on (the drops are counted).
+                connections.append(KeptConnection(kept_output.name, kept_output.connected_to,
+                                                  on_missing=kept_output.on_missing, on_restored=kept_output.on_restored))
+        for kept_input in inputs:
+            if kept_input.connected_to:
+                connections.append(KeptConnection(kept_input.connected_to, kept_input.name))
+        keeper = PortKeeper([*kept_outputs, *inputs], connections)
 
-        def reopen(client_name: str = client_name, port_name: str = port_name) -> Any:
-            return open_output("jack", client_name=client_name, port_name=port_name)
-
-        endpoints.append(KeptOutput(shared, reopen))
-        if port.connected_to:
-            # When the synth goes away, its notes are released and nothing is sent until it returns, so
-            # that a returning synth gets no note_off without its note_on (the drops are counted).
-            connections.append(KeptConnection(port.name, port.connected_to, on_missing=shared.suspend, on_restored=shared.resume))
-    for kept in inputs:
-        endpoints.append(kept)
-        if kept.connected_to:
-            connections.append(KeptConnection(kept.connected_to, kept.name))
-
-    keeper = PortKeeper(endpoints, connections)
     try:
         keeper.start()
     except MidiSystemError as error:
         logger.warning("lost MIDI ports will not be reopened: %s", error)
         return
     resources.callback(keeper.close)
-    for shared in outputs:
-        # A stalled server must not make python-rtmidi freeze the daemon: drop instead.
-        shared.set_send_guard(SendBudget(keeper.current_watch).allows)
+    if backend == "jack":
+        for shared in outputs:
+            # A stalled server must not make python-rtmidi freeze the daemon: drop instead.
+            shared.set_send_guard(SendBudget(keeper.current_watch).allows)
+
+
+def _kept_output(shared: "SharedOutput") -> "KeptOutput":
+    """Return the output as the port keeper keeps it: reopened as it was opened, as a virtual port or on a port by name."""
+    from .midiport import open_output
+    from .portkeeper import KeptOutput
+
+    port = shared.port
+    backend, client_name, port_name = port.backend, port.client_name, port.port_name
+
+    def reopen() -> Any:
+        # After a JACK server restart: the keeper connects the new port to its destination again.
+        return open_output(backend, client_name=client_name, port_name=port_name)
+
+    def open_on(full_name: str) -> Any:
+        return open_output(backend, connect_to=full_name, client_name=client_name, port_name=port_name)
+
+    return KeptOutput(shared, reopen, open_on)
 
 
 def _start_osc(settings: Settings, engine: "Engine", samplers: dict[str, type], seeders: dict[str, type], resources: ExitStack) -> None:

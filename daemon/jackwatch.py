@@ -76,6 +76,9 @@ class JackWatch:
             raise MidiSystemError("could not activate the JACK watch client")
         log.debug("watching the JACK graph as %s", client_name)
 
+    def refresh(self) -> None:
+        """Nothing to do: every question reads the graph as it is."""
+
     def port_exists(self, name: str) -> bool:
         with self._lock:
             if self._client is None or self.lost.is_set():

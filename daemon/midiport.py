@@ -451,15 +451,20 @@ class MidiOutput(OpenPort):
     under ALSA and JACK, the port we send into under CoreMIDI and WinMM when
     connected by name, where no port of ours is visible. `connected_to` is the
     full name of the existing port this output was connected to, if any.
+    `client_name` and `port_name` are the names sideman opened it under, to
+    open it again the same way.
     """
 
-    def __init__(self, port: Any, name: str, backend: str, connected_to: str | None = None) -> None:
+    def __init__(self, port: Any, name: str, backend: str, connected_to: str | None = None, *,
+                 client_name: str = "sideman", port_name: str = "out") -> None:
         # `port` is an open rtmidi.MidiOut (or a test fake with the same
         # methods); holding it keeps the port open for the life of this object.
         self._port = port
         self.name = name
         self.backend = backend
         self.connected_to = connected_to
+        self.client_name = client_name
+        self.port_name = port_name
 
     def send(self, message: mido.Message | Sequence[int]) -> None:
         """Send one message, a mido.Message or its bytes, at once."""
@@ -542,7 +547,7 @@ def _open_on(port: Any, backend: str, connect_to: str | None, client_name: str, 
     try:
         if connect_to is None:
             port.open_virtual_port(port_name)
-            return MidiOutput(port, own_port_name(client_name, port_name), backend)
+            return MidiOutput(port, own_port_name(client_name, port_name), backend, client_name=client_name, port_name=port_name)
 
         available = port.get_ports()
         index = find_port(connect_to, available, "output")
@@ -554,7 +559,7 @@ def _open_on(port: Any, backend: str, connect_to: str | None, client_name: str, 
     wait_for_connection(backend)
     own_port_visible = backend in ("alsa", "jack")
     name = own_port_name(client_name, port_name) if own_port_visible else target
-    return MidiOutput(port, name, backend, connected_to=target)
+    return MidiOutput(port, name, backend, connected_to=target, client_name=client_name, port_name=port_name)
 
 
 def wait_for_connection(backend: str) -> None:

@@ -1,21 +1,24 @@
-"""Keeping sideman's MIDI connections through port loss and JACK server restarts.
+"""Keeping sideman's MIDI connections through port loss, and through JACK server restarts.
 
 On stage a synth is switched off and on, a DAW closes and opens its
 project, or the JACK server restarts. The keeper runs a thread that
-watches the JACK graph (sideman.jackwatch) and:
+watches the ports and:
 - when a port that sideman connected to (`--midi-out`, `--midi-in`,
   `--clock-in`, `--clock-out`) disappears, logs it, sends a note_off for
   each sounding note where the output still reaches, and connects again
   within CHECK_INTERVAL (0.25 s) of a port of that name returning;
-- when the server stops, logs it and tries to reach a server again with
-  backoff (0.5 s, doubling up to 5 s). Meanwhile SharedOutput drops and
-  counts what the engine sends. Once a server runs, the keeper opens every
-  port again and restores the connections, and play goes on without a restart.
-A connection that someone removes while both ports exist (in a patchbay)
-stays removed: that was a choice, not a loss.
+- under JACK, when the server stops, logs it and tries to reach a server
+  again with backoff (0.5 s, doubling up to 5 s). Meanwhile SharedOutput
+  drops and counts what the engine sends. Once a server runs, the keeper
+  opens every port again and restores the connections, and play goes on
+  without a restart.
 
-NOTE: JACK only. Under ALSA, CoreMIDI and WinMM a lost port is logged by
-the failing sends but not reopened; restart sideman after such a loss.
+Under JACK the keeper reads the graph (sideman.jackwatch) and connects
+ports there; a connection that someone removes while both ports exist (in
+a patchbay) stays removed: that was a choice, not a loss. Under ALSA,
+CoreMIDI and WinMM it lists the ports (sideman.portlist) and connects
+again by opening sideman's port anew on the returning one
+(`listing_port_keeper`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any, Callable, Protocol
 from .errors import MidiSystemError
 from .jackwatch import JackWatch
 from .midiinput import INPUT_COUNTS
+from .portlist import ListedPair, PortListWatch
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +74,25 @@ class KeptConnection:
 
 
 class KeptOutput:
-    """sideman's output port: the SharedOutput keeps sending, to nothing while the port is lost."""
+    """sideman's output port: the SharedOutput keeps sending, to nothing while the port is lost.
 
-    def __init__(self, shared: Any, reopen: Callable[[], Any]):
+    `reopen()` opens the port again after a JACK server restart;
+    `open_on(full_name)` opens it on the existing port of that name, for the
+    listing keeper. While the port it sends to is missing, the output
+    releases its notes and then drops and counts (SharedOutput.suspend).
+    """
+
+    kind = "output"
+
+    def __init__(self, shared: Any, reopen: Callable[[], Any], open_on: Callable[[str], Any] | None = None):
         self._shared = shared
         self._reopen = reopen
+        self._open_on = open_on
+        self.name = shared.name
+        self.connected_to: str | None = getattr(shared.port, "connected_to", None)
         self.description = f"MIDI output {shared.name}"
+        self.on_missing: Callable[[], Any] | None = shared.suspend
+        self.on_restored: Callable[[], Any] | None = shared.resume
 
     def lost(self) -> None:
         _close_quietly(self._shared.port_lost(), self.description)
@@ -83,13 +100,30 @@ class KeptOutput:
     def reopen(self) -> None:
         self._shared.replace_port(self._reopen())
 
+    def reconnect(self, full_name: str) -> bool:
+        """Close the port and open it anew on the existing port `full_name`; raise MidiSystemError on failure."""
+        if self._open_on is None:
+            return False
+        # Closed first: under JACK a second client of the same name would be renamed.
+        self.lost()
+        self._shared.replace_port(self._open_on(full_name))
+        return True
+
 
 class KeptInput:
-    """One of sideman's MIDI input ports; `close` closes whichever port is current."""
+    """One of sideman's MIDI input ports; `close` closes whichever port is current.
 
-    def __init__(self, midi_input: Any, reopen: Callable[[], Any]):
+    `reopen()` and `open_on(full_name)` as for KeptOutput.
+    """
+
+    kind = "input"
+    on_missing: Callable[[], Any] | None = None
+    on_restored: Callable[[], Any] | None = None
+
+    def __init__(self, midi_input: Any, reopen: Callable[[], Any], open_on: Callable[[str], Any] | None = None):
         self._input = midi_input
         self._reopen = reopen
+        self._open_on = open_on
         self.name = midi_input.name
         # The existing port this input reads from, by full name, if any.
         self.connected_to: str | None = midi_input.connected_to
@@ -108,6 +142,14 @@ class KeptInput:
 
     def reopen(self) -> None:
         self._input = self._reopen()
+
+    def reconnect(self, full_name: str) -> bool:
+        """Close the port and open it anew on the existing port `full_name`; raise MidiSystemError on failure."""
+        if self._open_on is None:
+            return False
+        self.lost()
+        self._input = self._open_on(full_name)
+        return True
 
     def close(self) -> None:
         with self._counts_lock:
@@ -139,14 +181,17 @@ def _input_counts(midi_input: Any) -> dict[str, int]:
 
 
 class PortKeeper:
-    """A thread that restores `connections` when their ports return and reopens `endpoints` after a JACK server restart."""
+    """A thread that restores `connections` when their ports return and reopens `endpoints` after a JACK server restart.
+
+    `watch_factory` returns a JackWatch, or a PortListWatch for the other backends.
+    """
 
     def __init__(
         self,
         endpoints: list[Endpoint],
         connections: list[KeptConnection],
         *,
-        watch_factory: Callable[[], JackWatch] = JackWatch,
+        watch_factory: Callable[[], Any] = JackWatch,
         first_retry: float = FIRST_RETRY,
         max_retry: float = MAX_RETRY,
     ):
@@ -155,12 +200,12 @@ class PortKeeper:
         self._watch_factory = watch_factory
         self._first_retry = first_retry
         self._max_retry = max_retry
-        self._watch: JackWatch | None = None
+        self._watch: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.server_restarts = 0
 
-    def current_watch(self) -> JackWatch | None:
+    def current_watch(self) -> Any:
         """Return the watch client on the running server, or None while the server is being reached again."""
         return self._watch
 
@@ -169,8 +214,8 @@ class PortKeeper:
         self._watch = self._watch_factory()
         self._thread = threading.Thread(target=self._run, name="sideman-portkeeper", daemon=True)
         self._thread.start()
-        log.info("keeping %d MIDI connections and %d ports through port loss and JACK restarts",
-                 len(self.connections), len(self._endpoints))
+        log.info("keeping %d MIDI connections through port loss%s", len(self.connections),
+                 f", and {len(self._endpoints)} ports through JACK restarts" if self._endpoints else "")
 
     def close(self) -> None:
         self._stop.set()
@@ -194,12 +239,13 @@ class PortKeeper:
                     self._server_lost(watch)
                     continue
                 watch.changed.clear()
+                watch.refresh()
                 self._keep_connections(watch)
                 watch.changed.wait(CHECK_INTERVAL)
         except Exception:
             log.exception("the MIDI port keeper failed; lost ports are no longer reopened")
 
-    def _server_lost(self, watch: JackWatch) -> None:
+    def _server_lost(self, watch: Any) -> None:
         log.error("the JACK server stopped: sideman's notes go nowhere until it runs again; retrying every %.1f-%.0f s",
                   self._first_retry, self._max_retry)
         for endpoint in self._endpoints:
@@ -240,7 +286,7 @@ class PortKeeper:
             log.warning("the JACK server runs again: reopened %s", ", ".join(endpoint.description for endpoint in self._endpoints) or "nothing")
             return
 
-    def _keep_connections(self, watch: JackWatch) -> None:
+    def _keep_connections(self, watch: Any) -> None:
         for connection in self.connections:
             present = watch.port_exists(connection.source) and watch.port_exists(connection.destination)
             if not present:
@@ -263,6 +309,25 @@ class PortKeeper:
             elif connection.state == "connected":
                 connection.state = "removed"
                 log.info("MIDI connection %s was removed while both ports exist; leaving it removed", connection.describe())
+
+
+def listing_port_keeper(backend: str, endpoints: list[Any], lister: Any | None = None) -> PortKeeper:
+    """Return a keeper for ALSA, CoreMIDI or WinMM: it lists the ports and reopens each endpoint on its port when that returns.
+
+    `endpoints` are KeptOutput and KeptInput objects; those not connected to
+    an existing port (virtual ports) need no keeping. `lister` replaces the
+    python-rtmidi port lists in tests.
+    """
+    pairs = []
+    connections = []
+    for endpoint in endpoints:
+        target = endpoint.connected_to
+        if target is None:
+            continue
+        source, destination = (endpoint.name, target) if endpoint.kind == "output" else (target, endpoint.name)
+        pairs.append(ListedPair(source, destination, target, endpoint.kind, endpoint.reconnect))
+        connections.append(KeptConnection(source, destination, on_missing=endpoint.on_missing, on_restored=endpoint.on_restored))
+    return PortKeeper([], connections, watch_factory=lambda: PortListWatch(backend, pairs, lister))
 
 
 def _close_quietly(port: Any, description: str) -> None:

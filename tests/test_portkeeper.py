@@ -22,6 +22,9 @@ class FakeWatch:
         self.lost = threading.Event()
         self.closed = False
 
+    def refresh(self) -> None:
+        """Nothing to do: the fake graph is read as it is, like JackWatch's."""
+
     def port_exists(self, name: str) -> bool:
         return name in self.ports
 
