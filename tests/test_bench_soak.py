@@ -10,26 +10,14 @@ import numpy as np
 import pytest
 
 from bench.live import ShownNote
-from bench.soak import (
-    CHANGE_KINDS,
-    NO_CHANGE_YET,
-    NoteBalance,
-    OnsetMatch,
-    ReceivedMessage,
-    Schedule,
-    errors_by_last_change,
-    group_log_lines,
-    connection_lines,
-    count_reconnections,
-    live_mode_datagram,
-    match_onsets,
-    normalise_message,
-    note_balance,
-    notes_played,
-    random_change,
-    rss_verdict,
-    shown_arguments,
-)
+from bench.soak import shown_arguments
+from bench.soak_balance import NoteBalance, note_balance
+from bench.soak_changes import CHANGE_KINDS, live_mode_datagram, random_change
+from bench.soak_log import connection_lines, count_reconnections, group_log_lines, normalise_message, notes_played
+from bench.soak_memory import rss_verdict
+from bench.soak_onsets import NO_CHANGE_YET, OnsetMatch, errors_by_last_change, match_onsets
+from bench.soak_receiver import ReceivedMessage
+from bench.soak_run import Schedule
 from sideman.osc_packets import translate_datagram
 from sideman.notenames import pitch_name
 
