@@ -14,13 +14,13 @@ can steer the daemon. Two rules limit what such a sender can do:
 
 import ipaddress
 import logging
-import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidInputError, SettingsError
+from .rejections import SUMMARY_SECONDS, RepeatLog
 
 logger = logging.getLogger(__name__)
 
@@ -30,13 +30,14 @@ IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # The default allowlist: this machine only.
 LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1")
 
-# Drops from a source after its first are logged as one summary at most this often, in seconds.
-DROP_SUMMARY_SECONDS = 10.0
+# The kind under which the drop log counts the datagrams from each source.
+NOT_ALLOWED = "not in the allowlist"
 # Sources counted one by one. UDP source addresses can be forged, so the table
-# is bounded; drops from further sources are counted together.
-MAX_TRACKED_SOURCES = 1024
-# Sources named in one summary line, those with the most drops first.
-MAX_SOURCES_PER_SUMMARY = 5
+# is bounded and drops from further sources are counted together. In each
+# summary window the drop log writes at most one first line and one summary per
+# tracked source, plus two lines for the others. A flood from forged addresses
+# therefore writes at most 2 * MAX_TRACKED_SOURCES + 2 lines per window.
+MAX_TRACKED_SOURCES = 16
 
 
 # --- Allowlist -----------------------------------------------------------
@@ -111,79 +112,50 @@ def _source_addresses(host: str) -> tuple[IpAddress, ...]:
 
 
 class SourceFilter:
-    """Admit datagrams from the allowlist; count the others per source address and log them without flooding.
+    """Admit datagrams from the allowlist, and count and log the others per source address through a `RepeatLog`.
 
-    The first drop from each source is logged at WARNING with the address.
-    Later drops are counted and summarised at most every `summary_seconds`.
-    Not thread-safe: the OSC receive thread is its only caller. `clock` returns seconds.
+    The first drop from each source is logged at WARNING with the address and
+    the allowlist. Later drops are counted and summarised every `summary_seconds`,
+    one line per source. A source without drops for a whole window is removed
+    from the table, so its next drop is logged in full again. `admit` runs on
+    the OSC receive thread, and the repeat log's lock lets close summarise
+    while that thread still admits. `clock` returns seconds.
     """
 
-    def __init__(self, allowlist: Allowlist, clock: Callable[[], float], summary_seconds: float = DROP_SUMMARY_SECONDS,
+    def __init__(self, allowlist: Allowlist, clock: Callable[[], float], summary_seconds: float = SUMMARY_SECONDS,
                  max_sources: int = MAX_TRACKED_SOURCES):
         self.allowlist = allowlist
-        self._clock = clock
         self._summary_seconds = summary_seconds
-        self._max_sources = max_sources
+        self._drops = RepeatLog(logger, clock, prefix="OSC", events="dropped datagrams", level=logging.WARNING,
+                                summary_seconds=summary_seconds, max_tracked=max_sources)
 
-        self.dropped = 0
-        self._dropped_by_source: dict[str, int] = {}
-        # Drops not logged yet, by source; "" collects sources beyond `max_sources`.
-        self._unreported: dict[str, int] = {}
-        self._window_start = math.inf  # clock time of the oldest unreported drop
-        self._table_full_logged = False
+    @property
+    def dropped(self) -> int:
+        """The datagrams dropped since the filter was made, from all sources."""
+        return self._drops.total
 
     def admit(self, host: str) -> bool:
         """Return True for an allowed source. Otherwise count and log the drop and return False."""
         if self.allowlist.allows(host):
             return True
 
-        self.dropped += 1
-        if host in self._dropped_by_source:
-            self._dropped_by_source[host] += 1
-            self._add_unreported(host)
-        elif len(self._dropped_by_source) < self._max_sources:
-            self._dropped_by_source[host] = 1
-            logger.warning("OSC datagram from %s dropped: the address is not in the allowlist (%s). "
+        self._drops.record(host, NOT_ALLOWED,
+                           "OSC datagram from %s dropped: the address is not in the allowlist (%s). "
                            "Add it to [osc] allow to let it steer sideman. Further datagrams from it are counted "
                            "and summarised every %.0f s.", host, self.allowlist.describe(), self._summary_seconds)
-        else:
-            if not self._table_full_logged:
-                self._table_full_logged = True
-                logger.warning("OSC datagrams dropped from more than %d sources: further new sources are counted "
-                               "together and not logged one by one", self._max_sources)
-            self._add_unreported("")
-
-        self.summarize_due()
         return False
 
     def dropped_from(self, host: str) -> int:
-        return self._dropped_by_source.get(host, 0)
+        """Return the drops from `host` since its drop last logged in full, or 0 while the source is not tracked."""
+        return self._drops.count(host, NOT_ALLOWED)
 
     def summarize_due(self) -> None:
-        """Log the drops not reported yet, when the oldest of them is `summary_seconds` old."""
-        if self._clock() - self._window_start >= self._summary_seconds:
-            self.summarize()
+        """Log the drop summaries when the current window is `summary_seconds` old."""
+        self._drops.flush_due()
 
     def summarize(self) -> None:
-        """Log the drops not reported yet in one WARNING line, now."""
-        if not self._unreported:
-            return
-
-        count = sum(self._unreported.values())
-        busiest = sorted(self._unreported.items(), key=lambda item: -item[1])
-        named = [f"{host or 'other sources'} ({dropped})" for host, dropped in busiest[:MAX_SOURCES_PER_SUMMARY]]
-        if len(busiest) > MAX_SOURCES_PER_SUMMARY:
-            named.append(f"{len(busiest) - MAX_SOURCES_PER_SUMMARY} more sources")
-        logger.warning("OSC dropped %d more datagrams in the last %.0f s from sources outside the allowlist: %s",
-                       count, self._clock() - self._window_start, ", ".join(named))
-
-        self._unreported.clear()
-        self._window_start = math.inf
-
-    def _add_unreported(self, host: str) -> None:
-        if not self._unreported:
-            self._window_start = self._clock()
-        self._unreported[host] = self._unreported.get(host, 0) + 1
+        """Log every pending drop summary now."""
+        self._drops.flush()
 
 
 # --- Files ---------------------------------------------------------------

@@ -35,6 +35,7 @@ class _Entry:
 
     repeats: int = 0
     latest: str = ""  # detail of the latest repeat, quoted by the summary
+    events: int = 1  # events since the pair was last logged in full, that one included
 
 
 class RepeatLog:
@@ -70,6 +71,17 @@ class RepeatLog:
         """The number of (sender, kind) pairs in the table now."""
         return len(self._entries)
 
+    def count(self, sender: str, kind: str) -> int:
+        """Return the events of (sender, kind) since it was last logged in full, or 0 while it is not tracked.
+
+        The count survives summaries. It ends when a window without repeats
+        removes the pair from the table. Events of pairs beyond `max_tracked`
+        are not counted here.
+        """
+        with self._lock:
+            entry = self._entries.get((sender, kind))
+            return entry.events if entry is not None else 0
+
     def record(self, sender: str, kind: str, message: str, *args: Any, detail: str = "") -> bool:
         """Log `message % args` when it is the first event of (sender, kind), else count it.
 
@@ -85,6 +97,7 @@ class RepeatLog:
             entry = self._entries.get((sender, kind))
             if entry is not None:
                 entry.repeats += 1
+                entry.events += 1
                 entry.latest = detail
                 return False
 

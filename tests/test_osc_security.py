@@ -20,7 +20,7 @@ from sideman.config.schema import OscSettings
 from sideman.errors import InvalidInputError, SettingsError
 from sideman import osc
 from sideman.osc import OscDispatcher, OscServer
-from sideman.osc_access import LOOPBACK_ONLY, Allowlist, OscFiles, SourceFilter
+from sideman.osc_access import LOOPBACK_ONLY, MAX_TRACKED_SOURCES, Allowlist, OscFiles, SourceFilter
 from sideman.params import Param, Plugin
 from sideman.plugins.seeders import MidiFilePhrase
 from tests.midi_builders import note_track, scale_phrase, write_midi
@@ -193,12 +193,11 @@ def test_source_filter_summary_at_most_every_window(caplog: pytest.LogCaptureFix
         sources.admit("127.0.0.9")
     assert drop_warnings(caplog) == []  # 5 s: no summary yet
 
-    clock.now += 5.5  # the oldest unreported drop is now 10.5 s old
+    clock.now += 5.5  # the window began with the first drop, 10.5 s ago
     sources.summarize_due()
     warnings = drop_warnings(caplog)
     assert len(warnings) == 1
-    assert "500 more datagrams" in warnings[0]
-    assert "127.0.0.9 (500)" in warnings[0]
+    assert warnings[0] == "OSC 127.0.0.9: 500 more 'not in the allowlist' dropped datagrams in the last 10 s"
 
     sources.summarize_due()
     assert len(drop_warnings(caplog)) == 1  # nothing new to report
@@ -210,7 +209,7 @@ def test_source_filter_summary_at_most_every_window(caplog: pytest.LogCaptureFix
     clock.now += 1.5
     sources.summarize_due()
     assert len(drop_warnings(caplog)) == 2
-    assert "2 more datagrams" in drop_warnings(caplog)[1]
+    assert drop_warnings(caplog)[1].startswith("OSC 127.0.0.9: 2 more 'not in the allowlist' dropped datagrams")
 
 
 def test_source_filter_bounds_tracked_sources(caplog: pytest.LogCaptureFixture) -> None:
@@ -222,12 +221,49 @@ def test_source_filter_bounds_tracked_sources(caplog: pytest.LogCaptureFixture) 
 
     warnings = drop_warnings(caplog)
     assert len(warnings) == 3  # two sources, then one line that the table is full
-    assert "more than 2 sources" in warnings[2]
+    assert "from more than 2 senders" in warnings[2]
     assert sources.dropped == 4
     assert sources.dropped_from("127.0.0.13") == 0
 
     sources.summarize()
-    assert "other sources (2)" in drop_warnings(caplog)[-1]
+    assert drop_warnings(caplog)[-1] == "OSC: 2 more dropped datagrams from further senders in the last 0 s"
+
+
+def test_source_filter_quiet_source_logged_again(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    sources = SourceFilter(Allowlist.parse(["127.0.0.1"]), clock, summary_seconds=10.0)
+    sources.admit("127.0.0.9")
+
+    clock.now += 10.0
+    sources.summarize_due()  # a window without repeats removes the source from the table
+    dropped_after_quiet_window = sources.dropped_from("127.0.0.9")
+    sources.admit("127.0.0.9")
+
+    assert dropped_after_quiet_window == 0
+    assert len(drop_warnings(caplog)) == 2
+    assert "127.0.0.9" in drop_warnings(caplog)[1]
+    assert sources.dropped_from("127.0.0.9") == 1
+    assert sources.dropped == 2
+
+
+def test_source_filter_flood_bounded_log(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    sources = SourceFilter(Allowlist.parse(["127.0.0.1"]), clock, summary_seconds=10.0)
+    per_second, seconds = 2000, 60
+
+    # Every other datagram comes from one steady source, the rest each from a new forged address.
+    for index in range(per_second * seconds):
+        clock.now += 1.0 / per_second
+        host = "192.0.2.7" if index % 2 == 0 else f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}"
+        assert not sources.admit(host)
+    sources.summarize()
+
+    warnings = drop_warnings(caplog)
+    windows = seconds // 10 + 1  # the last one cut short by summarize()
+    assert len(warnings) <= windows * (2 * MAX_TRACKED_SOURCES + 2)
+    assert sum("OSC datagram from 192.0.2.7 dropped" in line for line in warnings) == 1
+    assert sources.dropped_from("192.0.2.7") == per_second * seconds // 2  # tracked across every summary
+    assert sources.dropped == per_second * seconds
 
 
 # --- Path resolver -----------------------------------------------------------
@@ -388,7 +424,7 @@ def test_dispatcher_drop_summary_served_by_loop(caplog: pytest.LogCaptureFixture
 
     warnings = drop_warnings(caplog)
     assert len(warnings) == 2
-    assert "3 more datagrams" in warnings[1]
+    assert warnings[1] == f"OSC {OUTSIDER[0]}: 3 more 'not in the allowlist' dropped datagrams in the last 10 s"
 
 
 def test_dispatcher_accepts_allowed_source() -> None:

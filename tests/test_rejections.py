@@ -137,6 +137,26 @@ def test_steady_flood_one_line_per_window(clock: FakeClock, log_records: pytest.
     assert sum(int(summary.group(1)) for summary in summaries) == 599  # every repeat counted once
 
 
+def test_count_survives_summaries(clock: FakeClock, log_records: pytest.LogCaptureFixture) -> None:
+    log = repeat_log(clock, max_tracked=1)
+    for _ in range(3):
+        log.record("a:1", "kind", "first")
+    log.record("b:2", "kind", "beyond the table")
+
+    log.flush()
+    after_summary = log.count("a:1", "kind")
+    log.record("a:1", "kind", "first")
+    log.flush()
+    after_second_summary = log.count("a:1", "kind")
+    log.flush()  # a window without repeats removes the pair from the table
+
+    assert after_summary == 3
+    assert after_second_summary == 4
+    assert log.count("a:1", "kind") == 0
+    assert log.count("b:2", "kind") == 0  # never tracked
+    assert log.total == 5
+
+
 def test_flush_without_repeats_writes_nothing(clock: FakeClock, log_records: pytest.LogCaptureFixture) -> None:
     log = repeat_log(clock)
 
