@@ -141,15 +141,20 @@ class KeptInput:
             self._add_to_closed(midi_input)
 
     def reopen(self) -> None:
-        self._input = self._reopen()
+        self._replace(self._reopen())
 
     def reconnect(self, full_name: str) -> bool:
         """Close the port and open it anew on the existing port `full_name`; raise MidiSystemError on failure."""
         if self._open_on is None:
             return False
         self.lost()
-        self._input = self._open_on(full_name)
+        self._replace(self._open_on(full_name))
         return True
+
+    def _replace(self, midi_input: Any) -> None:
+        # Opened outside the lock, because opening waits for the MIDI system; counts() reads `_input` under it.
+        with self._counts_lock:
+            self._input = midi_input
 
     def close(self) -> None:
         with self._counts_lock:
