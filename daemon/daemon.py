@@ -110,7 +110,7 @@ def run_daemon(
         _start_osc(settings, engine, samplers, seeders, resources)
         engine.start_thread()
         inputs = _open_midi_input(settings, engine, output, cc_map, resources) if settings.midi.listen else []
-        _keep_ports(outputs, inputs, resources)
+        _keep_ports(settings, outputs, inputs, resources)
         # Registered last, so it runs first: the notes are released while the
         # ports, the port keeper and the OSC server are all still open.
         resources.callback(engine.shutdown, SHUTDOWN_TIMEOUT)
@@ -344,7 +344,7 @@ def _open_midi_input(settings: Settings, engine: "Engine", output: "SharedOutput
         def open_on(full_name: str, backend: str = midi_input.backend, client_name: str = client_name) -> Any:
             return open_input(backend, connect_to=full_name, client_name=client_name, port_name="in", on_message=router)
 
-        kept_input = KeptInput(midi_input, reopen, open_on)
+        kept_input = KeptInput(midi_input, reopen, open_on, requested=connect_to or None)
         resources.callback(kept_input.close)
         inputs.append(kept_input)
 
@@ -358,19 +358,25 @@ def _open_midi_input(settings: Settings, engine: "Engine", output: "SharedOutput
     return inputs
 
 
-def _keep_ports(outputs: list["SharedOutput"], inputs: list["KeptInput"], resources: ExitStack) -> None:
+def _keep_ports(settings: Settings, outputs: list["SharedOutput"], inputs: list["KeptInput"], resources: ExitStack) -> None:
     """Start the port keeper: it restores lost connections, and under JACK reopens the ports after a server restart."""
-    from .portkeeper import KeptConnection, PortKeeper, listing_port_keeper
+    from .portkeeper import KeptConnection, PortKeeper
+    from .portlist import listing_port_keeper
     from .sendbudget import SendBudget
 
     backends = {getattr(shared.port, "backend", None) for shared in outputs} | {kept_input.backend for kept_input in inputs}
     if len(backends) != 1 or not backends <= {"jack", "alsa", "coremidi", "winmm"}:
         return
     backend = backends.pop()
-    kept_outputs = [_kept_output(shared) for shared in outputs]
+    # The names the musician gave for the outputs, which find a port that returns under another name.
+    requested = [settings.midi.out or None, settings.midi.clock_out or None]
+    kept_outputs = [_kept_output(shared, name) for shared, name in zip(outputs, requested)]
 
     if backend != "jack":
         keeper = listing_port_keeper(backend, [*kept_outputs, *inputs])
+        if keeper is None:
+            logger.debug("no MIDI port is connected by name: the %s ports need no keeping", backend)
+            return
     else:
         connections = []
         for kept_output in kept_outputs:
@@ -396,8 +402,8 @@ def _keep_ports(outputs: list["SharedOutput"], inputs: list["KeptInput"], resour
             shared.set_send_guard(SendBudget(keeper.current_watch).allows)
 
 
-def _kept_output(shared: "SharedOutput") -> "KeptOutput":
-    """Return the output as the port keeper keeps it: reopened as it was opened, as a virtual port or on a port by name."""
+def _kept_output(shared: "SharedOutput", requested: str | None) -> "KeptOutput":
+    """Return the output as the port keeper keeps it: reopened as a virtual port after a JACK restart, or on a port by name."""
     from .midiport import open_output
     from .portkeeper import KeptOutput
 
@@ -411,7 +417,7 @@ def _kept_output(shared: "SharedOutput") -> "KeptOutput":
     def open_on(full_name: str) -> Any:
         return open_output(backend, connect_to=full_name, client_name=client_name, port_name=port_name)
 
-    return KeptOutput(shared, reopen, open_on)
+    return KeptOutput(shared, reopen, open_on, requested)
 
 
 def _start_osc(settings: Settings, engine: "Engine", samplers: dict[str, type], seeders: dict[str, type], resources: ExitStack) -> None:

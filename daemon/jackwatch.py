@@ -76,8 +76,15 @@ class JackWatch:
             raise MidiSystemError("could not activate the JACK watch client")
         log.debug("watching the JACK graph as %s", client_name)
 
+    # A connection removed in a patchbay shows in the graph.
+    shows_removals = True
+
     def refresh(self) -> None:
         """Nothing to do: every question reads the graph as it is."""
+
+    def ports_exist(self, source: str, destination: str) -> bool:
+        """Return whether both ports, by full name, are registered."""
+        return self.port_exists(source) and self.port_exists(destination)
 
     def port_exists(self, name: str) -> bool:
         with self._lock:

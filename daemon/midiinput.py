@@ -267,7 +267,8 @@ class MidiInput(OpenPort):
     `name` is the port as other programs list it: our own port
     (`sideman-in:in`) under ALSA and JACK, the port we read from under
     CoreMIDI and WinMM when connected by name. `connected_to` is the full name
-    of the existing port this input was connected to, if any.
+    of the existing port this input was connected to, if any. `client_name`
+    and `port_name` are the names sideman opened it under.
 
     `on_message(message)` runs on rtmidi's thread, or under JACK on this
     input's reader thread, so it should return quickly. `message.time` is rtmidi's delta
@@ -297,6 +298,8 @@ class MidiInput(OpenPort):
         connected_to: str | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        client_name: str = "sideman-in",
+        port_name: str = "in",
     ) -> None:
         # `port` is an rtmidi.MidiIn or a test fake with the same methods, open
         # or not yet opened. Holding it keeps the port open for the life of this object.
@@ -304,6 +307,8 @@ class MidiInput(OpenPort):
         self.name = name
         self.backend = backend
         self.connected_to = connected_to
+        self.client_name = client_name
+        self.port_name = port_name
         self._on_message = on_message
         self._parser = EventParser()
         self.received = 0
@@ -508,7 +513,8 @@ def _open_on(
     # what arrived meanwhile from that queue.
     try:
         if connect_to is None:
-            midi_input = MidiInput(port, own_port_name(client_name, port_name), backend, on_message)
+            midi_input = MidiInput(port, own_port_name(client_name, port_name), backend, on_message,
+                                   client_name=client_name, port_name=port_name)
             port.open_virtual_port(port_name)
             midi_input.start_reading()
             return midi_input
@@ -518,7 +524,7 @@ def _open_on(
         target = available[index]
         own_port_visible = backend in ("alsa", "jack")
         name = own_port_name(client_name, port_name) if own_port_visible else target
-        midi_input = MidiInput(port, name, backend, on_message, connected_to=target)
+        midi_input = MidiInput(port, name, backend, on_message, connected_to=target, client_name=client_name, port_name=port_name)
         port.open_port(index, name=port_name)
         wait_for_connection(backend)
         midi_input.start_reading()

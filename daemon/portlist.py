@@ -7,13 +7,21 @@ that sideman made by opening a port by name (`--midi-out NAME`,
 watch lists the system's ports through two clients of its own, one MidiIn
 and one MidiOut, and the port keeper calls the same methods on it as on
 JackWatch. "Connecting" a pair again means opening sideman's port anew on
-the returning port (`reconnect`, given by the daemon).
+the returning port (`ListedPair.reconnect`, given by the daemon).
 
-A program that restarts often comes back under other numbers: ALSA lists
-`FLUID Synth (1234):Synth input port (1234:0) 128:0`, with the client and
-port numbers last, and RtMidi's WinMM backend appends the device index
-(`loopMIDI Port 1`). `port_identity` strips those, so that the same program
-is recognised by its name.
+A program that restarts often comes back under other numbers. RtMidi's ALSA
+backend ends every name with the client and port numbers
+(`Synth:Synth input port 128:0`), and its WinMM backend appends the device
+index (`loopMIDI Port 1` is the port `loopMIDI Port` at index 1).
+`port_identity` strips those. Some programs also put their process ID in
+their names (FluidSynth by default: `FLUID Synth (1234)`). For those, the name
+the musician gave (`--midi-out FLUID`) finds the returning port, as it found
+the first one.
+
+NOTE: this watch has only the listing to go on. A port that leaves and returns
+between two listings (0.25 s apart) leaves a connection that looks alive
+and is not. Under CoreMIDI and WinMM this watch is tested only through
+python-rtmidi's JACK backend, which offers the same calls.
 """
 
 from __future__ import annotations
@@ -21,21 +29,27 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Sequence
 
 import rtmidi
 
 from .errors import MidiSystemError
-from .midiport import new_rtmidi_port
+from .midiport import find_port, new_rtmidi_port
+from .portkeeper import KeptConnection, PortKeeper
 
 log = logging.getLogger(__name__)
 
 WATCH_CLIENT_NAME = "sideman-watch"
-# `client:port` numbers that ALSA adds at the end of every port name.
+# `client:port` numbers that RtMidi's ALSA backend adds at the end of every port name.
 _ALSA_NUMBERS = re.compile(r" \d+:\d+$")
-# The device index that RtMidi adds at the end of every WinMM port name.
+# The device index that RtMidi's WinMM backend adds at the end of every port name.
 _WINMM_INDEX = re.compile(r" \d+$")
+FIRST_RETRY = 0.5  # seconds before reopening a port again after a failed attempt
+MAX_RETRY = 5.0  # seconds between attempts at most
+
+PortKind = Literal["output", "input"]
 
 
 def port_identity(name: str, backend: str) -> str:
@@ -51,17 +65,33 @@ def port_identity(name: str, backend: str) -> str:
 class ListedPair:
     """A connection that sideman made by opening its port on an existing one, and how to make it again.
 
-    `external` is the existing port's full name as listed when sideman connected.
-    `kind` is "output" for a port sideman sends to, "input" for one it reads from.
-    `reconnect(full_name)` opens sideman's port anew on the port listed under
-    `full_name`. It returns whether that succeeded.
+    `source` and `destination` name it as its KeptConnection does: sideman's
+    own port by its client and port name, the existing port by its full name
+    when sideman connected (`external`). `requested` is the name the musician
+    gave, a full name or a unique part of it. `kind` is "output" for a port
+    sideman sends to, "input" for one it reads from. `reconnect(full_name)`
+    opens sideman's port anew on the port listed under `full_name`, returns
+    whether that worked and raises MidiSystemError when it failed.
     """
 
     source: str
     destination: str
     external: str
-    kind: str
+    requested: str
+    kind: PortKind
     reconnect: Callable[[str], bool]
+    # The full name sideman's port is open on now.
+    current: str = field(init=False)
+    # Failed reopens since the last success, and when the next attempt may run (time.monotonic seconds).
+    failures: int = field(default=0, init=False)
+    retry_at: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        self.current = self.external
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.source, self.destination
 
 
 class PortLister:
@@ -87,8 +117,10 @@ class PortLister:
 
     @staticmethod
     def _list(client: Any) -> list[str]:
+        # python-rtmidi reads the names one by one, so a port that goes away
+        # meanwhile makes it raise. The caller keeps its last listing and lists again later.
         try:
-            return list(client.get_ports())
+            return [name for name in client.get_ports() if name]
         except rtmidi.RtMidiError as error:
             raise MidiSystemError(f"listing the MIDI ports failed: {error}") from error
 
@@ -98,75 +130,160 @@ class PortListWatch:
 
     sideman's own ports count as present: under ALSA, CoreMIDI and WinMM
     they last as long as the daemon. A pair counts as connected from the
-    start until its external port is missing from a listing, and again after
-    `connect` reopened sideman's port on it. A connection that someone
+    start until the port it is open on is missing from a listing, and again
+    after `connect` reopened sideman's port. A connection that someone
     removes in a patchbay is not seen. `lost` is never set: these backends
     have no server that stops.
+
+    The lister's clients are created at the first `refresh`, on the keeper's
+    thread: CoreMIDI delivers a client's notifications through the run loop of
+    the thread that created it.
     """
 
-    def __init__(self, backend: str, pairs: Sequence[ListedPair], lister: Any | None = None):
+    shows_removals = False
+
+    def __init__(self, backend: str, pairs: Sequence[ListedPair], lister_factory: Callable[[str], Any] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.backend = backend
         self.changed = threading.Event()
         self.lost = threading.Event()
-        self._lister = lister if lister is not None else PortLister(backend)
-        self._pairs = {(pair.source, pair.destination): pair for pair in pairs}
-        self._external = {pair.external: pair for pair in pairs}
+        self._lister_factory = lister_factory or PortLister
+        self._lister: Any = None
+        self._clock = clock
+        self._pairs = {pair.key: pair for pair in pairs}
         self._connected = set(self._pairs)
-        # kind -> identity -> the full names listed under it, in listing order.
-        self._listing: dict[str, dict[str, list[str]]] = {}
+        # The full names listed now, by kind, in listing order.
+        self._listing: dict[str, list[str]] = {"output": [], "input": []}
         log.debug("watching %d MIDI connections by listing the %s ports", len(self._pairs), backend)
 
-    def port_exists(self, name: str) -> bool:
-        pair = self._external.get(name)
-        if pair is None:
-            return True
-        present = self._listed(pair) is not None
-        if not present:
-            # The connection died with the port; `connect` makes it again.
-            self._connected.discard((pair.source, pair.destination))
-        return present
+    def refresh(self) -> None:
+        """List the ports again, and mark the pairs whose port is gone as not connected; the keeper calls it before each round."""
+        try:
+            if self._lister is None:
+                self._lister = self._lister_factory(self.backend)
+            self._listing = {"output": self._lister.destinations(), "input": self._lister.sources()}
+        except MidiSystemError as error:
+            log.debug("listing the %s MIDI ports failed: %s; keeping the last listing", self.backend, error)
+            return
 
-    def connected(self, source: str, destination: str) -> bool:
-        return (source, destination) in self._connected
+        for key in list(self._connected):
+            if not self._still_listed(self._pairs[key]):
+                self._connected.discard(key)
 
-    def connect(self, source: str, destination: str) -> bool:
-        """Open sideman's port anew on the returning port of the pair; return whether that worked."""
+    def ports_exist(self, source: str, destination: str) -> bool:
+        """Return whether both ports of a pair are there: the one sideman's port is open on, or a port to reopen it on."""
         pair = self._pairs.get((source, destination))
         if pair is None:
             return False
-        full_name = self._listed(pair)
+        return pair.key in self._connected or self._candidate(pair) is not None
+
+    def connected(self, source: str, destination: str) -> bool:
+        """Return whether sideman's port of the pair is open on a port that is still listed."""
+        return (source, destination) in self._connected
+
+    def connect(self, source: str, destination: str) -> bool:
+        """Open sideman's port of the pair anew on its returning port; return whether that worked.
+
+        After a failure the pair waits FIRST_RETRY seconds, doubling up to
+        MAX_RETRY, before the next attempt, and only the first failure of a
+        row is logged at WARNING.
+        """
+        pair = self._pairs.get((source, destination))
+        if pair is None or self._clock() < pair.retry_at:
+            return False
+        full_name = self._candidate(pair)
         if full_name is None:
             return False
 
         try:
             connected = pair.reconnect(full_name)
         except MidiSystemError as error:
-            log.warning("reopening the MIDI %s on %r failed: %s; trying again", pair.kind, full_name, error)
+            self._reopen_failed(pair, full_name, error)
             return False
-        if connected:
-            self._connected.add((source, destination))
-        return connected
+        if not connected:
+            return False
 
-    def refresh(self) -> None:
-        """List the ports again; the port keeper calls it once before each round of questions."""
-        listing: dict[str, dict[str, list[str]]] = {}
-        for kind, names in (("output", self._lister.destinations()), ("input", self._lister.sources())):
-            by_identity = listing[kind] = {}
-            for name in names:
-                by_identity.setdefault(port_identity(name, self.backend), []).append(name)
-        self._listing = listing
+        if pair.failures:
+            log.info("reopened the MIDI %s on %r after %d failed attempts", pair.kind, full_name, pair.failures)
+        else:
+            log.info("reopened the MIDI %s on %r", pair.kind, full_name)
+        pair.current = full_name
+        pair.failures = 0
+        pair.retry_at = 0.0
+        self._connected.add(pair.key)
+        return True
 
     def close(self) -> None:
-        self._lister.close()
+        if self._lister is not None:
+            self._lister.close()
+            self._lister = None
 
-    def _listed(self, pair: ListedPair) -> str | None:
-        """Return the full name under which the pair's external port is listed now, or None when it is not.
+    def _reopen_failed(self, pair: ListedPair, full_name: str, error: MidiSystemError) -> None:
+        pair.failures += 1
+        delay = min(FIRST_RETRY * 2 ** (pair.failures - 1), MAX_RETRY)
+        pair.retry_at = self._clock() + delay
+        if pair.failures == 1:
+            log.warning("reopening the MIDI %s on %r failed: %s; trying again every %.1f-%.0f s",
+                        pair.kind, full_name, error, FIRST_RETRY, MAX_RETRY)
+        else:
+            log.debug("reopening the MIDI %s on %r failed again (%d attempts): %s", pair.kind, full_name, pair.failures, error)
 
-        The name it had when sideman connected wins; else the first port listed under the same identity.
+    def _still_listed(self, pair: ListedPair) -> bool:
+        """Return whether the port that the pair's port is open on is still listed.
+
+        Under WinMM the index in a name moves when another device goes, while
+        the open handle keeps working, so there the identity decides.
         """
-        if pair.kind not in self._listing:
-            self.refresh()
-        names = self._listing[pair.kind].get(port_identity(pair.external, self.backend), [])
-        if pair.external in names:
-            return pair.external
-        return names[0] if names else None
+        names = self._listing[pair.kind]
+        if self.backend == "winmm":
+            identity = port_identity(pair.current, self.backend)
+            return any(port_identity(name, self.backend) == identity for name in names)
+        return pair.current in names
+
+    def _candidate(self, pair: ListedPair) -> str | None:
+        """Return the full name of the port to reopen the pair's port on, or None while none is listed.
+
+        Ports that another pair of the same kind is open on are left out. In
+        order: the name the pair was open on, a port of the same identity,
+        then the name the musician gave, when it matches exactly one port.
+        """
+        held_by_others = {other.current for other in self._pairs.values()
+                 if other is not pair and other.kind == pair.kind and other.key in self._connected}
+        names = [name for name in self._listing[pair.kind] if name not in held_by_others]
+        if pair.current in names:
+            return pair.current
+
+        identities = {port_identity(pair.current, self.backend), port_identity(pair.external, self.backend)}
+        for name in names:
+            if port_identity(name, self.backend) in identities:
+                return name
+
+        try:
+            return names[find_port(pair.requested, names, pair.kind)]
+        except MidiSystemError as error:
+            log.debug("no port to reopen the MIDI %s on yet: %s", pair.kind, error)
+            return None
+
+
+def listing_port_keeper(backend: str, endpoints: Sequence[Any],
+                        lister_factory: Callable[[str], Any] | None = None) -> PortKeeper | None:
+    """Return a keeper for ALSA, CoreMIDI or WinMM, or None when no endpoint is connected to an existing port.
+
+    `endpoints` are KeptOutput and KeptInput objects: the keeper lists the
+    ports and reopens each endpoint on its port when that returns. Virtual
+    ports need no keeping. `lister_factory(backend)` replaces PortLister in tests.
+    """
+    pairs = []
+    connections = []
+    for endpoint in endpoints:
+        target = endpoint.connected_to
+        if target is None:
+            continue
+        own = endpoint.own_name
+        source, destination = (own, target) if endpoint.kind == "output" else (target, own)
+        pairs.append(ListedPair(source, destination, target, endpoint.requested or target, endpoint.kind, endpoint.reconnect))
+        connections.append(KeptConnection(source, destination, on_missing=endpoint.on_missing, on_restored=endpoint.on_restored))
+
+    if not pairs:
+        return None
+    return PortKeeper([], connections, watch_factory=lambda: PortListWatch(backend, pairs, lister_factory))

@@ -22,11 +22,13 @@ class FakeWatch:
         self.lost = threading.Event()
         self.closed = False
 
+    shows_removals = True
+
     def refresh(self) -> None:
         """Nothing to do: the fake graph is read as it is, like JackWatch's."""
 
-    def port_exists(self, name: str) -> bool:
-        return name in self.ports
+    def ports_exist(self, source: str, destination: str) -> bool:
+        return source in self.ports and destination in self.ports
 
     def connected(self, source: str, destination: str) -> bool:
         return (source, destination) in self.connections
@@ -42,6 +44,7 @@ class FakeWatch:
 class FakePort:
     def __init__(self, name: str = "sideman:out"):
         self.name = name
+        self.client_name, self.port_name = name.split(":", 1)
         self.sent: list[mido.Message] = []
         self.closed = False
 
@@ -199,6 +202,7 @@ class FakeInput:
 
     def __init__(self, received: int, malformed: int = 0, ignored: int = 0, handler_errors: int = 0):
         self.name = "sideman-in:in"
+        self.client_name, self.port_name = "sideman-in", "in"
         self.connected_to = None
         self.backend = "jack"
         self.received = received

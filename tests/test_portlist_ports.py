@@ -17,21 +17,16 @@ import pytest
 from sideman.clock import MonotonicClock
 from sideman.midiinput import open_input
 from sideman.midiport import open_output
-from sideman.portkeeper import KeptInput, KeptOutput, listing_port_keeper
+from sideman.portkeeper import KeptInput, KeptOutput
+from sideman.portlist import listing_port_keeper
 from sideman.sharedoutput import SharedOutput
 from tests.jack import Receiver, wait_for_port
 from tests.test_port_loss import Keyboard
+from tests.test_portkeeper import wait_until
 
 pytestmark = pytest.mark.ports
 
 RETURN_TIMEOUT = 10.0  # seconds; the keeper lists the ports every 0.25 s
-
-
-def wait_until(condition, timeout: float = RETURN_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def test_output_follows_a_synth_that_leaves_and_returns():
@@ -52,12 +47,12 @@ def test_output_follows_a_synth_that_leaves_and_returns():
 
         synth.close()
         connection = keeper.connections[0]
-        wait_until(lambda: connection.state == "missing")
+        wait_until(lambda: connection.state == "missing", RETURN_TIMEOUT)
         shared.send(mido.Message("note_on", note=62, velocity=90))
         assert shared.dropped >= 1
 
         synth = Receiver(client_name=synth_name)
-        wait_until(lambda: connection.state == "connected")
+        wait_until(lambda: connection.state == "connected", RETURN_TIMEOUT)
         assert connection.reconnections == 1
         time.sleep(0.2)  # the server applies a new connection in a later cycle
         shared.send(mido.Message("note_on", note=64, velocity=90))
@@ -86,17 +81,17 @@ def test_input_follows_a_keyboard_that_leaves_and_returns():
     keeper.start()
     try:
         keyboard.send(mido.Message("control_change", control=20, value=1))
-        wait_until(lambda: any(m.value == 1 for m in received_messages))
+        wait_until(lambda: any(m.value == 1 for m in received_messages), RETURN_TIMEOUT)
 
         keyboard.close()
         connection = keeper.connections[0]
-        wait_until(lambda: connection.state == "missing")
+        wait_until(lambda: connection.state == "missing", RETURN_TIMEOUT)
 
         keyboard = Keyboard(keyboard_name)
-        wait_until(lambda: connection.state == "connected")
+        wait_until(lambda: connection.state == "connected", RETURN_TIMEOUT)
         time.sleep(0.2)
         keyboard.send(mido.Message("control_change", control=20, value=2))
-        wait_until(lambda: any(m.value == 2 for m in received_messages))
+        wait_until(lambda: any(m.value == 2 for m in received_messages), RETURN_TIMEOUT)
         assert kept_input.counts()["received"] == 2
     finally:
         keeper.close()
