@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench", description="Measure sideman's step latency, onset timing, start-up, MIDI clock sync and offline speed in one run.",
         epilog="The soak run (30 minutes under random changes, live phrases and output port closings) is separate: python -m bench.soak --help",
     )
-    parser.add_argument("--quick", action="store_true", help="shortened runs (under 2 minutes instead of about 24); the report says so")
+    parser.add_argument("--quick", action="store_true", help="shortened runs (under 2 minutes instead of about 24), marked as such in the report")
     parser.add_argument("--out", type=Path, help="report page to write; the CSV files go to a `bench` folder beside it (default: docs/benchmarks.md)")
     parser.add_argument("--wjazzd", type=Path, metavar="FOLDER", help="Weimar Jazz Database folder for the training throughput (default: that row is skipped)")
     parser.add_argument("--model", metavar="PATH", help="model bundle to measure (default: the built-in model)")
