@@ -123,6 +123,20 @@ def osc_datagram(address: str, *arguments: object) -> bytes:
     return builder.build().dgram
 
 
+def request_status(osc_port: int) -> dict[str, object]:
+    """Send /sideman/status to 127.0.0.1:`osc_port` from a socket of its own and return the reply's key/value pairs.
+
+    Raises TimeoutError when no reply comes within STATUS_TIMEOUT.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.bind(("127.0.0.1", 0))
+        client.settimeout(STATUS_TIMEOUT)
+        client.sendto(osc_datagram("/sideman/status"), ("127.0.0.1", osc_port))
+        data, _ = client.recvfrom(65536)
+    values = list(OscMessage(data).params)
+    return dict(zip(values[0::2], values[1::2]))
+
+
 class DaemonRun:
     """One `sideman run --show` process playing into a TimedReceiver, steered over OSC on 127.0.0.1."""
 
@@ -157,13 +171,7 @@ class DaemonRun:
 
     def status(self) -> dict[str, object]:
         """Send /sideman/status and return the reply's key/value pairs."""
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
-            client.bind(("127.0.0.1", 0))
-            client.settimeout(STATUS_TIMEOUT)
-            client.sendto(osc_datagram("/sideman/status"), ("127.0.0.1", self.osc_port))
-            data, _ = client.recvfrom(65536)
-        values = list(OscMessage(data).params)
-        return dict(zip(values[0::2], values[1::2]))
+        return request_status(self.osc_port)
 
     def read_peak_rss(self) -> int | None:
         """Read the daemon's peak resident set size (VmHWM) in kB from /proc, while it runs."""

@@ -2,15 +2,13 @@
 
 import logging
 import shlex
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import mido
-from pythonosc.osc_message import OscMessage
 
-from bench.live import SIDEMAN, ShownNote, free_udp_port, osc_datagram, parse_show_output
+from bench.live import SIDEMAN, ShownNote, free_udp_port, parse_show_output, request_status
 from bench.soak_phrases import PhraseSender
 from bench.soak_receiver import wait_for_port_state
 from tests.jack import connect_ports
@@ -18,7 +16,6 @@ from tests.jack import connect_ports
 log = logging.getLogger(__name__)
 
 START_TEMPO = 208.0  # BPM
-STATUS_TIMEOUT = 5.0  # seconds to wait for a status reply
 DAEMON_INPUT = "sideman-in:in"
 SENDER_TIMEOUT = 10.0  # seconds for the daemon's MIDI input to hear the sender
 
@@ -42,13 +39,7 @@ class SoakDaemon:
 
     def status(self) -> dict[str, object]:
         """Send /sideman/status from a socket of its own and return the reply's key/value pairs."""
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
-            client.bind(("127.0.0.1", 0))
-            client.settimeout(STATUS_TIMEOUT)
-            client.sendto(osc_datagram("/sideman/status"), ("127.0.0.1", self.osc_port))
-            data, _ = client.recvfrom(65536)
-        values = list(OscMessage(data).params)
-        return dict(zip(values[0::2], values[1::2]))
+        return request_status(self.osc_port)
 
     def alive(self) -> bool:
         return self.process.poll() is None

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.live import STATUS_TIMEOUT
 from bench.machine import Machine
 from bench.report import Row, format_table, latency_row, write_quantiles_csv, write_rows_csv
 from bench.soak_balance import NoteBalance, note_balance
 from bench.soak_changes import CHANGE_INTERVAL
-from bench.soak_daemon import STATUS_TIMEOUT
 from bench.soak_log import LogGroup, connection_lines, count_reconnections, group_log_lines, notes_played
 from bench.soak_memory import RSS_INTERVAL, RssVerdict, rss_verdict
 from bench.soak_onsets import OnsetMatch, errors_by_last_change, match_onsets

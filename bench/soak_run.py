@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.live import ShownNote
+from bench.live import STATUS_TIMEOUT, ShownNote
 from bench.soak_changes import OscChanger
-from bench.soak_daemon import START_TEMPO, STATUS_TIMEOUT, SoakDaemon, connect_sender
+from bench.soak_daemon import START_TEMPO, SoakDaemon, connect_sender
 from bench.soak_memory import RSS_WARMUP_SECONDS, RssSampler, read_peak_rss_kb
 from bench.soak_phrases import PhrasePlayer, PhraseSender
 from bench.soak_receiver import ReceivedMessage, ReopeningReceiver
