@@ -182,8 +182,8 @@ def test_keeper_backs_off_after_failed_reopen(caplog):
     clock = FakeClock(100.0)
     opened: list[str] = []
     failures = [2]
-    pair = ListedPair("sideman:out", "Synth:in 128:0", "Synth:in 128:0", "Synth", "output",
-                      lambda name: fake_opener("alsa", "sideman", "out", opened, failures)(name) is not None)
+    open_on = fake_opener("alsa", "sideman", "out", opened, failures)
+    pair = ListedPair("sideman:out", "Synth:in 128:0", "Synth:in 128:0", "Synth", "output", lambda name: open_on(name) is not None)
     lister = FakeLister([], [])
     watch = PortListWatch("alsa", [pair], lister_factory=lambda backend: lister, clock=clock.now)
     watch.refresh()
