@@ -101,6 +101,7 @@ def run_daemon(
 
     shutdown_requested = threading.Event()
     reload_requested = threading.Event()
+    _dump_stacks_on_sigusr1()
     with shutdown_signals(shutdown_requested, reload_requested), ExitStack() as resources:
         # Registered first, so it runs last, once every resource has closed.
         resources.callback(faulthandler.cancel_dump_traceback_later)
@@ -125,6 +126,21 @@ def run_daemon(
         raise SidemanError(f"playing stopped because of an error: {engine.failure}") from engine.failure
     logger.info("sideman stopped")
     return 0
+
+
+def _dump_stacks_on_sigusr1() -> None:
+    """Have faulthandler write every thread's stack to stderr on SIGUSR1, so that a daemon stuck in a library call shows where.
+
+    Only the main thread installs it, as with the other signal handlers, and
+    only where SIGUSR1 exists (not on Windows).
+    """
+    stderr = sys.__stderr__
+    if stderr is None or not hasattr(signal, "SIGUSR1") or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        faulthandler.register(signal.SIGUSR1, file=stderr, all_threads=True)
+    except (ValueError, OSError, RuntimeError) as error:
+        logger.debug("no thread stacks on SIGUSR1: %s", error)
 
 
 def _dump_stacks_if_shutdown_hangs() -> None:

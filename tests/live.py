@@ -18,6 +18,7 @@ from tests.jack import Receiver, Sender, check_default_server, jack_ports, wait_
 
 SIDEMAN = [sys.executable, "-m", "sideman.cli"]
 DAEMON_PORT = "sideman:out"
+STACK_DUMP_WAIT = 1.0  # seconds for a daemon to write its thread stacks after SIGUSR1
 
 
 def free_udp_port() -> int:
@@ -76,6 +77,7 @@ class LiveDaemon:
             if not autoplay:
                 self.send("/sideman/start")
         except BaseException:
+            self._dump_stacks()
             self.close()
             raise
 
@@ -175,6 +177,14 @@ class LiveDaemon:
         while time.monotonic() < deadline and DAEMON_PORT in jack_ports():
             time.sleep(0.1)
         self._check_not_crashed()
+
+    def _dump_stacks(self) -> None:
+        """Ask a running daemon for every thread's stack (SIGUSR1), so that the end of its log shows where start-up stuck."""
+        if self.process.poll() is not None:
+            return
+        self._signals_sent.add(signal.SIGUSR1)
+        self.process.send_signal(signal.SIGUSR1)
+        time.sleep(STACK_DUMP_WAIT)
 
     def _check_not_crashed(self) -> None:
         code = self.process.returncode

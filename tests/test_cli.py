@@ -452,6 +452,28 @@ def test_run_stops_cleanly_on_sigterm(bundle_path):
     assert "received SIGTERM" in rest
 
 
+def test_sigusr1_writes_thread_stacks_and_plays_on(bundle_path):
+    process = subprocess.Popen(
+        [sys.executable, "-c", FAKE_OUTPUT_RUNNER, "run", "--model", str(bundle_path), "--osc-port", "0", "--tempo", "300", "--no-midi-in"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPOSITORY,
+    )
+    try:
+        wait_for_line(process, "sideman is running")
+        process.send_signal(signal.SIGUSR1)
+        stacks = wait_for_line(process, "most recent call first")
+        assert process.poll() is None
+        stdout, rest = stop_with_signal(process, signal.SIGTERM)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert "Current thread" in stacks or "Thread 0x" in stacks
+    assert process.returncode == 0, rest
+    report = json.loads(stdout.splitlines()[-1].removeprefix("REPORT "))
+    assert note_off_count(report["messages"]) == note_on_count(report["messages"])
+
+
 def stop_with_signal(process: subprocess.Popen, signum: int) -> tuple[str, str]:
     """Send `signum` and return the process's remaining (stdout, stderr) once it exits.
 
